@@ -1,0 +1,217 @@
+"""Task cards: flat, versioned YAML (lm-evaluation-harness style), validated into frozen models.
+
+A card names its concepts, the concept groups of MIMA's Table 6, the prompt templates, the
+start model, the default attacks and the reporting step. ``include: other.yaml`` inherits a
+sibling's keys (shallow; the including card wins). A malformed card is an error naming the
+file, the field and the fix; nothing is skipped.
+"""
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import CardError, UnknownNameError
+
+
+
+def _builtin_dir() -> Path:
+    import immunobench.tasks
+
+    return Path(immunobench.tasks.__file__).parent
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Concept(_Strict):
+    name: str = Field(description="how prompts name it, e.g. 'Claude Monet', 'chain saw'")
+    category: Optional[str] = Field(None, description="personal instances: the class word ('purse')")
+    cc101_folder: Optional[str] = Field(None, description="the CustomConcept101 folder it plays")
+
+
+class StartModel(_Strict):
+    defense: Optional[str] = Field(None, description="defense applied before immunization (e.g. uce); none = base")
+    erase: Literal["group", "all"] = Field("group", description="which concepts the start defense removes")
+
+
+class DataSpec(_Strict):
+    source: Literal["generated", "references"] = Field(
+        description="generated: images drawn by the start model's base from the prompts (re-learning); "
+        "references: the concept's own reference views (personalization)"
+    )
+    defense_images: int = Field(20, ge=1)
+    attack_images: int = Field(20, ge=1)
+    eval_images: int = Field(8, ge=1, description="generations per concept and checkpoint")
+
+
+class Regularization(_Strict):
+    prompt: str = Field(description="prompt of the regularization set, may use {class}")
+    images: int = Field(200, ge=1)
+
+
+class Identifiers(_Strict):
+    defense: list[str] = Field(min_length=1)
+    attack: list[str] = Field(min_length=1)
+
+
+class Metadata(_Strict):
+    version: int = Field(ge=1)
+    source: Optional[str] = None
+
+
+class TaskCard(_Strict):
+    task: str
+    description: str
+    kind: Literal["relearn", "personalization"]
+    concept_type: Literal["style", "object", "instance"]
+    prompt: str = Field(description="template: {name}, or {identifier} and {category} for instances")
+    identifiers: Optional[Identifiers] = None
+    concepts: dict[str, Concept]
+    groups: dict[str, list[str]]
+    others: Optional[list[str]] = Field(None, description="'other' concepts for MRSGR; default: not in the group")
+    start_model: StartModel
+    attacks: list[str] = Field(min_length=1)
+    report_step: int = Field(ge=0)
+    checkpoints: list[int] = Field(min_length=1)
+    data: DataSpec
+    regularization: Regularization
+    metadata: Metadata
+    path: Optional[str] = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TaskCard":
+        fields = {f for _, f, _, _ in string.Formatter().parse(self.prompt) if f}
+        allowed = {"identifier", "category"} if self.concept_type == "instance" else {"name"}
+        if not fields or not fields <= allowed:
+            raise ValueError(f"prompt: {self.prompt!r} must use only {sorted(allowed)} placeholders")
+        if self.concept_type == "instance":
+            if self.identifiers is None:
+                raise ValueError("identifiers: instance cards need defense and attack identifier tokens")
+            missing = [c for c, v in self.concepts.items() if not v.category]
+            if missing:
+                raise ValueError(f"concepts.{missing[0]}.category: required for instance concepts")
+        for group, members in self.groups.items():
+            for i, c in enumerate(members):
+                if c not in self.concepts:
+                    raise ValueError(f"groups.{group}[{i}]: unknown concept {c!r}; known: {', '.join(self.concepts)}")
+            if len(set(members)) != len(members):
+                raise ValueError(f"groups.{group}: a concept is listed twice")
+            if self.identifiers and len(members) > min(len(self.identifiers.defense), len(self.identifiers.attack)):
+                raise ValueError(f"groups.{group}: more concepts than identifier tokens")
+        for i, c in enumerate(self.others or []):
+            if c not in self.concepts:
+                raise ValueError(f"others[{i}]: unknown concept {c!r}")
+        if self.checkpoints != sorted(set(self.checkpoints)):
+            raise ValueError("checkpoints: must be strictly increasing")
+        if self.report_step not in self.checkpoints:
+            raise ValueError(f"report_step: {self.report_step} is not one of the checkpoints {self.checkpoints}")
+        return self
+
+    def group(self, name: str) -> "ConceptGroup":
+        if name not in self.groups:
+            raise UnknownNameError(f"task {self.task}: unknown group {name!r}; groups: {', '.join(self.groups)}")
+        members = self.groups[name]
+        others = [c for c in (self.others or self.concepts) if c not in members]
+        return ConceptGroup(self.task, name, tuple(members), tuple(others))
+
+    def prompt_for(self, concept: str, identifier: str | None = None) -> str:
+        c = self.concepts[concept]
+        if self.concept_type == "instance":
+            return self.prompt.format(identifier=identifier, category=c.category)
+        return self.prompt.format(name=c.name)
+
+
+@dataclass(frozen=True)
+class ConceptGroup:
+    """One row of Table 6: the targets of a cell and the card's other concepts."""
+
+    task: str
+    name: str
+    targets: tuple[str, ...]
+    others: tuple[str, ...]
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise CardError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
+    except OSError as exc:
+        raise CardError(f"{path}: cannot read: {exc.strerror}") from exc
+    if not isinstance(data, dict):
+        raise CardError(f"{path}: a task card is a YAML mapping, got {type(data).__name__}")
+    return data
+
+
+def _resolve_includes(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    path = path.resolve()
+    if path in seen:
+        raise CardError(f"{path}: include cycle through {' -> '.join(p.name for p in seen)}")
+    data = _read_yaml(path)
+    parent = data.pop("include", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise CardError(f"{path}: include: expected a file name, got {parent!r}")
+    base = _resolve_includes(path.parent / parent, (*seen, path))
+    return {**base, **data}
+
+
+def load_card(path: str | Path) -> TaskCard:
+    path = Path(path)
+    if not path.is_file():
+        raise CardError(f"{path}: no such task card file")
+    data = _resolve_includes(path)
+    try:
+        card = TaskCard(**data, path=str(path))
+    except ValidationError as exc:
+        # A typo'd key also makes its real name "missing": report the typo, which explains both.
+        err = min(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+        loc = ".".join(str(p) for p in err["loc"]) or "card"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (a typo?); remove it or fix its name"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        where = "" if msg.startswith(loc) else f"{loc}: "
+        raise CardError(f"{path}: {where}{msg}") from exc
+    except TypeError as exc:
+        raise CardError(f"{path}: {exc}") from exc
+    return card
+
+
+def card_paths(include_paths: list[str | Path] = ()) -> dict[str, Path]:
+    """Task name → card file: built-ins first, then each --include-path (later ones override)."""
+    found: dict[str, Path] = {}
+    for folder in (_builtin_dir(), *map(Path, include_paths)):
+        if not folder.is_dir():
+            raise CardError(f"--include-path {folder}: no such folder")
+        for path in sorted(folder.glob("*.yaml")):
+            if not path.name.startswith("_"):  # _base.yaml files are only included
+                found[path.stem] = path
+    return found
+
+
+def get_card(name_or_path: str, include_paths: list[str | Path] = ()) -> TaskCard:
+    """A card by task name (built-in or on an include path) or by file path."""
+    if name_or_path.endswith((".yaml", ".yml")) or Path(name_or_path).is_file():
+        return load_card(name_or_path)
+    paths = card_paths(include_paths)
+    if name_or_path not in paths:
+        import difflib
+
+        close = difflib.get_close_matches(name_or_path, list(paths), n=3, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise UnknownNameError(f"unknown task {name_or_path!r}.{hint} Known tasks: {', '.join(sorted(paths))}")
+    card = load_card(paths[name_or_path])
+    if card.task != name_or_path:
+        raise CardError(f"{paths[name_or_path]}: task: is {card.task!r} but the file is named {name_or_path}.yaml")
+    return card

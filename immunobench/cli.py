@@ -1,0 +1,162 @@
+"""The ``immunobench`` command line. Bad input prints one line and exits with code 2."""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields, is_dataclass
+from typing import Sequence
+
+from . import __version__
+from .errors import UserError
+
+KINDS = ("defenses", "attacks", "metrics", "tasks", "backbones")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the fix is in `--help`) and exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _common() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument("--plugin", action="append", default=[], metavar="FILE",
+                        help="a Python file that registers defenses/attacks/metrics (repeatable)")
+    common.add_argument("--include-path", action="append", default=[], metavar="DIR",
+                        help="a folder of extra task cards; later folders override earlier ones (repeatable)")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = _Parser(prog="immunobench", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"immunobench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("list", parents=[common], help="list registered plugins or task cards")
+    p.add_argument("kind", choices=KINDS)
+    p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'mima*'")
+
+    p = sub.add_parser("show", parents=[common], help="show one task card or plugin")
+    p.add_argument("kind", choices=("task", "defense", "attack", "metric", "backbone"))
+    p.add_argument("name", help="a registered name, or for a task a card file path")
+    return parser
+
+
+def _load_plugins(args: argparse.Namespace) -> None:
+    from .plugins import discover, load_plugin_file
+
+    discover()
+    for path in args.plugin:
+        load_plugin_file(path)
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    if args.kind == "tasks":
+        import fnmatch
+
+        from .cards import card_paths, load_card
+
+        rows = []
+        for name, path in sorted(card_paths(args.include_path).items()):
+            if fnmatch.fnmatch(name, args.pattern):
+                card = load_card(path)
+                rows.append((name, f"{len(card.groups)} groups, {len(card.concepts)} concepts", card.description))
+        _table(("task", "size", "description"), rows)
+        return
+    from .plugins import REGISTRIES
+
+    registry = REGISTRIES[args.kind]
+    rows = []
+    for name in registry.names(args.pattern):
+        obj = registry.get(name)
+        if args.kind == "backbones":
+            spec = obj()
+            rows.append((name, spec.source, spec.description))
+        else:
+            doc = (obj.__doc__ or "").strip().splitlines()
+            rows.append((name, obj.version, doc[0] if doc else ""))
+    header = ("backbone", "source", "description") if args.kind == "backbones" else (args.kind[:-1], "version", "description")
+    _table(header, rows)
+    if not rows:
+        print(f"(no {args.kind} registered yet)")
+
+
+def cmd_show(args: argparse.Namespace) -> None:
+    if args.kind == "task":
+        from .cards import get_card
+
+        _show_card(get_card(args.name, args.include_path))
+        return
+    from .plugins import REGISTRIES
+
+    registry = REGISTRIES[f"{args.kind}s"]
+    obj = registry.get(args.name)
+    if args.kind == "backbone":
+        spec = obj()
+        for f in fields(spec):
+            print(f"{f.name}: {getattr(spec, f.name)}")
+        return
+    print(f"{args.kind} {args.name} (version {obj.version}) from {registry.origin(args.name)}")
+    print((obj.__doc__ or "").strip())
+    config = getattr(obj, "Config", None)
+    if is_dataclass(config):
+        rows = [(f.name, repr(f.default), f.metadata.get("help", "")) for f in fields(config)]
+        _table(("option", "default", "help"), rows)
+
+
+def _show_card(card) -> None:
+    from .plugins import ATTACKS, DEFENSES
+
+    print(f"task {card.task} (version {card.metadata.version}) — {card.description}")
+    if card.metadata.source:
+        print(f"source: {card.metadata.source}")
+    print(f"kind: {card.kind}, concepts: {card.concept_type}, prompt: {card.prompt!r}")
+    start = card.start_model.defense or "base model"
+    missing = "" if card.start_model.defense in (None, *DEFENSES.names()) else "  [not implemented yet]"
+    print(f"start model: {start} (erases: {card.start_model.erase}){missing}")
+    attacks = [a if a in ATTACKS else f"{a} [not implemented yet]" for a in card.attacks]
+    print(f"attacks: {', '.join(attacks)}; report step {card.report_step}; checkpoints {card.checkpoints}")
+    print(f"regularization: {card.regularization.images} images of {card.regularization.prompt!r}")
+    print()
+    rows = []
+    for name in card.groups:
+        group = card.group(name)
+        rows.append((name, " + ".join(card.concepts[c].name for c in group.targets),
+                     ", ".join(card.concepts[c].name for c in group.others)))
+    _table(("group", "targets", "others (MRSGR)"), rows)
+    print()
+    rows = [(cid, c.name, c.category or "", c.cc101_folder or "") for cid, c in card.concepts.items()]
+    _table(("concept", "prompt name", "category", "CustomConcept101 folder"), rows)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)] if rows else [len(h) for h in header]
+    line = "  ".join("{:<%d}" % w for w in widths)
+    print(line.format(*header).rstrip())
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print(line.format(*map(str, row)).rstrip())
+
+
+COMMANDS = {"list": cmd_list, "show": cmd_show}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        _load_plugins(args)
+        COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"immunobench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("immunobench: interrupted; finished work is kept", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

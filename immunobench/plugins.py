@@ -1,0 +1,179 @@
+"""Plugin seams (Defense, Attack, Similarity), their registries, and plugin loading.
+
+Plugins come from three places, in this order: the built-in folders (``defenses/``,
+``attacks/``, ``metrics/``), the entry-point group ``immunobench.plugins`` (each entry point
+names a module to import), and files passed with ``--plugin path/to/file.py``.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import pkgutil
+import sys
+import traceback
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+
+from .errors import PluginError
+from .registry import Registry
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from .backbones import Backbone
+    from .cards import ConceptGroup
+
+ENTRY_POINT_GROUP = "immunobench.plugins"
+BUILTIN_PACKAGES = ("immunobench.defenses", "immunobench.attacks", "immunobench.metrics")
+
+
+@dataclass
+class Constraints:
+    """What an attack must honour, e.g. FreezeAsGuard's frozen tensors (by parameter name)."""
+
+    frozen: frozenset[str] = frozenset()
+
+
+@dataclass
+class Immunized:
+    """A defense's output: new UNet/text-encoder tensors (by name) and the attack's constraints."""
+
+    unet: dict[str, "torch.Tensor"] = field(default_factory=dict)
+    text_encoder: dict[str, "torch.Tensor"] = field(default_factory=dict)
+    constraints: Constraints = field(default_factory=Constraints)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Defense:
+    """Immunizes a model against adaptation to a concept group. Register with ``@register_defense``."""
+
+    version: ClassVar[str] = ""
+    Config: ClassVar[type] = object
+
+    def immunize(self, model: "Backbone", group: "ConceptGroup", data: Any, cfg: Any) -> Immunized:
+        raise NotImplementedError
+
+
+class Attack:
+    """Adapts a (possibly immunized) model to a concept group; yields checkpoints."""
+
+    version: ClassVar[str] = ""
+    Config: ClassVar[type] = object
+
+    def adapt(
+        self,
+        model: "Backbone",
+        group: "ConceptGroup",
+        data: Any,
+        cfg: Any,
+        constraints: Constraints,
+        checkpoints: list[int],
+    ) -> Iterator[tuple[int, "Backbone"]]:
+        raise NotImplementedError
+
+
+class Similarity:
+    """Image-set similarity backend: ``pairwise(a, b)`` → |a|×|b| similarities, higher = more alike."""
+
+    version: ClassVar[str] = ""
+    higher_is_better: ClassVar[bool] = True
+
+    def pairwise(self, a: "torch.Tensor", b: "torch.Tensor") -> "torch.Tensor":
+        raise NotImplementedError
+
+
+DEFENSES = Registry("defense", Defense)
+ATTACKS = Registry("attack", Attack)
+METRICS = Registry("metric", Similarity)
+BACKBONES = Registry("backbone", needs_version=False)
+REGISTRIES = {"defenses": DEFENSES, "attacks": ATTACKS, "metrics": METRICS, "backbones": BACKBONES}
+
+register_defense = DEFENSES.register
+register_attack = ATTACKS.register
+register_metric = METRICS.register
+register_backbone = BACKBONES.register
+get_defense = DEFENSES.get
+get_attack = ATTACKS.get
+get_metric = METRICS.get
+get_backbone = BACKBONES.get
+
+
+def _discover_all() -> None:
+    importlib.import_module("immunobench.backbones")  # registers the named checkpoints
+    for package_name in BUILTIN_PACKAGES:
+        package = importlib.import_module(package_name)
+        for info in pkgutil.iter_modules(package.__path__):
+            if not info.name.startswith("_"):
+                _import_or_explain(f"{package_name}.{info.name}", Path(package.__path__[0]) / f"{info.name}.py")
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            ep.load()
+        except PluginError:
+            raise
+        except Exception as exc:  # a third-party package: say which one and what broke
+            raise PluginError(
+                f"entry point {ep.name!r} ({ep.value}) of group {ENTRY_POINT_GROUP} failed to import: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+
+def _import_or_explain(module_name: str, path: Path) -> None:
+    try:
+        importlib.import_module(module_name)
+    except PluginError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"{path}: failed to import: {_describe(exc)}") from exc
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SyntaxError):
+        return f"SyntaxError: {exc.msg} (line {exc.lineno})"
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (line {frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+_discovery_started = False
+
+
+def discover() -> None:
+    """Load built-in and entry-point plugins once; every registry lookup triggers it."""
+    global _discovery_started
+    if _discovery_started:
+        return
+    _discovery_started = True
+    _discover_all()
+
+
+for _registry in REGISTRIES.values():
+    _registry.set_discovery(discover)
+
+
+def load_plugin_file(path: str | Path) -> str:
+    """Import a user's plugin file so that its ``@register_*`` decorators run; returns the module name."""
+    discover()  # built-ins first, so a clash names both sides
+    path = Path(path)
+    if not path.is_file():
+        raise PluginError(f"--plugin {path}: no such file")
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
+    module_name = f"immunobench_plugin_{path.stem.replace('-', '_')}_{digest}"
+    if module_name in sys.modules:
+        return module_name
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise PluginError(f"--plugin {path}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except PluginError:
+        del sys.modules[module_name]
+        raise
+    except Exception as exc:
+        del sys.modules[module_name]
+        raise PluginError(f"{path}: failed to import: {_describe(exc)}") from exc
+    return module_name

@@ -1,0 +1,1 @@
+"""The embedded concept world: procedural renderer, captions, datasets."""

@@ -1,0 +1,1 @@
+"""Leaderboard tables, plots and publishing."""
