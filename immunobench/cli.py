@@ -25,6 +25,8 @@ def _common() -> argparse.ArgumentParser:
                         help="a Python file that registers defenses/attacks/metrics (repeatable)")
     common.add_argument("--include-path", action="append", default=[], metavar="DIR",
                         help="a folder of extra task cards; later folders override earlier ones (repeatable)")
+    common.add_argument("--allow-pickle", action="store_true",
+                        help="load pickled (.bin/.ckpt) model weights; pickles can run code, so only trusted ones")
     return common
 
 
@@ -40,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("show", parents=[common], help="show one task card or plugin")
     p.add_argument("kind", choices=("task", "defense", "attack", "metric", "backbone"))
-    p.add_argument("name", help="a registered name, or for a task a card file path")
+    p.add_argument("name", help="a registered name; a task may be a card file, a backbone a hub id or folder")
     return parser
 
 
@@ -89,21 +91,35 @@ def cmd_show(args: argparse.Namespace) -> None:
 
         _show_card(get_card(args.name, args.include_path))
         return
+    if args.kind == "backbone":
+        _show_backbone(args.name, args.allow_pickle)
+        return
     from .plugins import REGISTRIES
 
     registry = REGISTRIES[f"{args.kind}s"]
     obj = registry.get(args.name)
-    if args.kind == "backbone":
-        spec = obj()
-        for f in fields(spec):
-            print(f"{f.name}: {getattr(spec, f.name)}")
-        return
     print(f"{args.kind} {args.name} (version {obj.version}) from {registry.origin(args.name)}")
     print((obj.__doc__ or "").strip())
     config = getattr(obj, "Config", None)
     if is_dataclass(config):
         rows = [(f.name, repr(f.default), f.metadata.get("help", "")) for f in fields(config)]
         _table(("option", "default", "help"), rows)
+
+
+def _show_backbone(name: str, allow_pickle: bool) -> None:
+    """The spec, then the model itself loaded through the one loader (so this checks it is usable)."""
+    from .backbones import load_backbone, resolve_spec
+
+    _, spec = resolve_spec(name)
+    for f in fields(spec):
+        print(f"{f.name}: {getattr(spec, f.name)}")
+    model = load_backbone(name, allow_pickle=allow_pickle)
+    print(f"folder: {model.folder}\nfingerprint: {model.fingerprint}\nresolution: {model.resolution} px "
+          f"(latents {model.unet.config.sample_size}, VAE x{model.vae_scale_factor})")
+    for part in ("unet", "vae", "text_encoder"):
+        module = getattr(model, part)
+        print(f"{part}: {type(module).__name__}, {sum(p.numel() for p in module.parameters()):,} parameters")
+    print(f"tokenizer: {type(model.tokenizer).__name__}, {len(model.tokenizer)} tokens")
 
 
 def _show_card(card) -> None:

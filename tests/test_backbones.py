@@ -90,3 +90,22 @@ def test_missing_component_and_bad_path(tiny_sd_folder, tmp_path):
         load_backbone(str(folder))
     with pytest.raises(BackboneError, match="no such folder"):
         load_backbone("./does/not/exist")
+
+
+def test_cli_show_backbone_loads_and_refuses_pickles_without_flag(tiny_sd_folder, tmp_path):
+    import subprocess
+    import sys
+
+    cli = [sys.executable, "-m", "immunobench.cli", "show", "backbone"]
+    r = subprocess.run([*cli, str(tiny_sd_folder)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "UNet2DConditionModel" in r.stdout and "49408 tokens" in r.stdout
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_sd_folder, folder)
+    weights = folder / "vae" / "diffusion_pytorch_model.safetensors"
+    torch.save(load_file(weights), folder / "vae" / "diffusion_pytorch_model.bin")
+    weights.unlink()
+    r = subprocess.run([*cli, str(folder)], capture_output=True, text=True)
+    assert r.returncode == 2 and "--allow-pickle" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([*cli, str(folder), "--allow-pickle"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
