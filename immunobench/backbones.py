@@ -39,6 +39,22 @@ class BackboneSpec:
     guidance_scale: float = 7.5
     metric_family: str = "real"  # "real" judges (CLIP/DINO/LPIPS/ResNet50) or the embedded world's
     description: str = ""
+    missing_hint: str = ""  # what to do when a local source folder is absent
+
+
+EMBEDDED_WEIGHTS = Path(__file__).resolve().parent / "weights"
+
+
+@register_backbone("tiny-sd")
+def tiny_sd() -> BackboneSpec:
+    return BackboneSpec(
+        str(EMBEDDED_WEIGHTS / "tiny-sd"),
+        sample_steps=25,
+        guidance_scale=3.0,
+        metric_family="world",
+        description="the embedded default: SD's classes at 64 px, trained on the concept world",
+        missing_hint="the embedded weights are not in this checkout; build them with `immunobench world train`",
+    )
 
 
 @register_backbone("sd-v1-4")
@@ -84,6 +100,12 @@ class Backbone:
         for module in (self.unet, self.vae, self.text_encoder):
             module.to(device)
         return self
+
+    @classmethod
+    def from_components(cls, components: dict, name: str = "unsaved") -> "Backbone":
+        """A Backbone over in-memory components (a model being trained, before it is saved)."""
+        return cls(components["unet"], components["vae"], components["text_encoder"], components["tokenizer"],
+                   components["scheduler"], BackboneSpec(source=f"<{name}>"), name, Path("."), "unsaved")
 
     def provenance(self) -> dict:
         return {"name": self.name, "source": self.spec.source, "revision": self.spec.revision,
@@ -150,6 +172,8 @@ def _quiet_hf_logging() -> None:
 def locate_folder(spec: BackboneSpec, allow_pickle: bool = False) -> Path:
     """The local diffusers folder of a spec; a hub id resolves to its cached snapshot (or downloads)."""
     source = Path(spec.source).expanduser()
+    if spec.missing_hint and not source.exists():
+        raise BackboneError(f"{spec.source}: no such folder; {spec.missing_hint}")
     if source.exists():
         if not source.is_dir():
             raise BackboneError(f"{spec.source}: expected a folder in the diffusers layout, got a file")

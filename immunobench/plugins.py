@@ -85,9 +85,25 @@ class Similarity:
         raise NotImplementedError
 
 
+class Classifier:
+    """Judge for the accuracy metric: ``logits(images)`` → (N, len(classes)); images in [-1, 1]."""
+
+    version: ClassVar[str] = ""
+    classes: tuple[str, ...] = ()
+
+    def logits(self, images: "torch.Tensor") -> "torch.Tensor":
+        raise NotImplementedError
+
+
+# Which judges a metric family uses: C, D, L similarity backends and the accuracy classifier.
+METRIC_FAMILIES = {
+    "real": {"C": "clip", "D": "dino", "L": "lpips", "acc": "resnet50"},
+    "world": {"C": "clip-world", "D": "dino-world", "L": "lpips-world", "acc": "classifier-world"},
+}
+
 DEFENSES = Registry("defense", Defense)
 ATTACKS = Registry("attack", Attack)
-METRICS = Registry("metric", Similarity)
+METRICS = Registry("metric", (Similarity, Classifier))
 BACKBONES = Registry("backbone", needs_version=False)
 REGISTRIES = {"defenses": DEFENSES, "attacks": ATTACKS, "metrics": METRICS, "backbones": BACKBONES}
 

@@ -13,7 +13,7 @@ from .errors import PluginError, UnknownNameError
 
 
 class Registry:
-    def __init__(self, kind: str, base_cls: type | None = None, needs_version: bool = True):
+    def __init__(self, kind: str, base_cls: type | tuple[type, ...] | None = None, needs_version: bool = True):
         self.kind = kind
         self.base_cls = base_cls
         self.needs_version = needs_version
@@ -33,7 +33,10 @@ class Registry:
 
     def _check(self, name: str, obj: Any) -> None:
         if self.base_cls is not None and isinstance(obj, type) and not issubclass(obj, self.base_cls):
-            raise PluginError(f"{self.kind} {name!r}: {obj.__qualname__} must subclass {self.base_cls.__name__}")
+            bases = self.base_cls if isinstance(self.base_cls, tuple) else (self.base_cls,)
+            raise PluginError(
+                f"{self.kind} {name!r}: {obj.__qualname__} must subclass {' or '.join(b.__name__ for b in bases)}"
+            )
         version = getattr(obj, "version", None)
         if self.needs_version and (not isinstance(version, str) or not version):
             raise PluginError(

@@ -1,0 +1,188 @@
+"""Train the embedded ``tiny-sd`` on the concept world: ``immunobench world train``.
+
+Two stages, each seeded, checkpointed and resumable from its work folder:
+1. the VAE (AutoencoderKL, ×4 downsampling) as an autoencoder with a small KL term, after
+   which the latent scaling factor is set to 1/std of the latents (SD's 0.18215 plays this role);
+2. the UNet and the CLIP text encoder together on the ε-prediction loss over cached latents,
+   with 10% of captions dropped to "" so classifier-free guidance works.
+Personal instances are held out: pre-training sees only their categories' varied members.
+The result is saved in SD's diffusers layout and loads through the same loader as SD v1-4.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..backbones import Backbone
+from ..architecture import SDArchitecture, build_components, save_components
+from ..diffusion import diffusion_loss, encode_images, tokenize
+from ..progress import Progress
+
+
+@dataclass(frozen=True)
+class WorldTrainConfig:
+    arch: SDArchitecture = field(default_factory=SDArchitecture)
+    images_per_concept: int = field(default=240, metadata={"help": "rendered training images per concept"})
+    vae_steps: int = field(default=2500, metadata={"help": "autoencoder steps"})
+    vae_batch: int = 32
+    vae_lr: float = 1e-3
+    vae_kl_weight: float = field(default=1e-6, metadata={"help": "β of the KL term, as in SD's VAE (1e-6)"})
+    unet_steps: int = field(default=10000, metadata={"help": "UNet + text encoder steps"})
+    unet_batch: int = 32
+    unet_lr: float = 4e-4
+    text_lr: float = 1e-4
+    caption_dropout: float = field(default=0.1, metadata={"help": "share of empty captions, for CFG"})
+    checkpoint_every: int = 250
+    seed: int = 0
+
+
+Example = tuple[np.ndarray, str]  # (H×W×3 uint8 image, caption)
+
+
+def _save_atomic(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def _to_tensor(images: Sequence[np.ndarray]) -> torch.Tensor:
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
+    return x / 127.5 - 1.0
+
+
+def _cosine_lr(step: int, total: int, warmup: int = 200) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
+def train_vae(components: dict, images: torch.Tensor, cfg: WorldTrainConfig, work: Path,
+              progress: Progress) -> list[float]:
+    vae = components["vae"]
+    ckpt = work / "vae.pt"
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    state = torch.load(ckpt, weights_only=False) if ckpt.exists() else None
+    step, losses = 0, []
+    if state:
+        vae.load_state_dict(state["model"]), opt.load_state_dict(state["opt"])
+        step, losses = state["step"], state["losses"]
+    g = torch.Generator().manual_seed(cfg.seed * 1000 + step)
+    vae.train()
+    task = progress.task("VAE", total=cfg.vae_steps, done=step)
+    while step < cfg.vae_steps:
+        for group in opt.param_groups:
+            group["lr"] = cfg.vae_lr * _cosine_lr(step, cfg.vae_steps)
+        x = images[torch.randint(0, len(images), (cfg.vae_batch,), generator=g)]
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.sample(g)).sample
+        # L1 keeps edges (the judges read brush texture); KL only tethers the latent scale.
+        loss = F.l1_loss(recon, x) + F.mse_loss(recon, x) + cfg.vae_kl_weight * posterior.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        losses.append(loss.item())
+        task.advance(loss=losses[-1])
+        if step % cfg.checkpoint_every == 0 or step == cfg.vae_steps:
+            _save_atomic({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step, "losses": losses}, ckpt)
+            g = torch.Generator().manual_seed(cfg.seed * 1000 + step)  # resuming draws the same batches
+    vae.eval().requires_grad_(False)
+    return losses
+
+
+@torch.no_grad()
+def latent_scale(components: dict, images: torch.Tensor) -> float:
+    vae = components["vae"]
+    z = torch.cat([vae.encode(images[i : i + 256]).latent_dist.mode() for i in range(0, len(images), 256)])
+    return float(1.0 / z.std())
+
+
+def train_unet(components: dict, latents: torch.Tensor, captions: list[str], cfg: WorldTrainConfig,
+               work: Path, progress: Progress) -> list[float]:
+    unet, text_encoder, scheduler = (components[k] for k in ("unet", "text_encoder", "scheduler"))
+    ckpt = work / "unet.pt"
+    opt = torch.optim.AdamW([
+        {"params": unet.parameters(), "lr": cfg.unet_lr, "weight_decay": 1e-2},
+        # no decay on the text encoder: most of its 49408 token rows are never seen and must not shrink
+        {"params": text_encoder.parameters(), "lr": cfg.text_lr, "weight_decay": 0.0},
+    ])
+    base_lrs = [cfg.unet_lr, cfg.text_lr]
+    state = torch.load(ckpt, weights_only=False) if ckpt.exists() else None
+    step, losses = 0, []
+    if state:
+        unet.load_state_dict(state["unet"]), text_encoder.load_state_dict(state["text"])
+        opt.load_state_dict(state["opt"])
+        step, losses = state["step"], state["losses"]
+    ids = tokenize(Backbone.from_components(components), captions + [""])
+    empty = ids[-1]
+    ids = ids[:-1]
+    g = torch.Generator().manual_seed(cfg.seed * 1000 + 7 + step)
+    unet.train(), text_encoder.train()
+    unet.requires_grad_(True), text_encoder.requires_grad_(True)
+    task = progress.task("UNet + text encoder", total=cfg.unet_steps, done=step)
+    while step < cfg.unet_steps:
+        for group, lr in zip(opt.param_groups, base_lrs):
+            group["lr"] = lr * _cosine_lr(step, cfg.unet_steps)
+        idx = torch.randint(0, len(latents), (cfg.unet_batch,), generator=g)
+        batch_ids = ids[idx].clone()
+        drop = torch.rand(cfg.unet_batch, generator=g) < cfg.caption_dropout
+        batch_ids[drop] = empty
+        cond = text_encoder(batch_ids)[0]
+        loss = diffusion_loss(unet, latents[idx], cond, scheduler, generator=g)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([*unet.parameters(), *text_encoder.parameters()], 1.0)
+        opt.step()
+        step += 1
+        losses.append(loss.item())
+        task.advance(loss=losses[-1])
+        if step % cfg.checkpoint_every == 0 or step == cfg.unet_steps:
+            _save_atomic({"unet": unet.state_dict(), "text": text_encoder.state_dict(), "opt": opt.state_dict(),
+                          "step": step, "losses": losses}, ckpt)
+            g = torch.Generator().manual_seed(cfg.seed * 1000 + 7 + step)
+    unet.eval().requires_grad_(False), text_encoder.eval().requires_grad_(False)
+    return losses
+
+
+def train_world_model(examples: Sequence[Example], out: str | Path, work: str | Path,
+                      cfg: WorldTrainConfig = WorldTrainConfig(),
+                      progress: Progress | None = None) -> dict:
+    """Train both stages on ``examples`` and save the model to ``out`` (diffusers layout)."""
+    progress = progress or Progress()
+    work, out = Path(work), Path(out)
+    work.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    components = build_components(cfg.arch, seed=cfg.seed)
+    images = _to_tensor([img for img, _ in examples])
+    captions = [c for _, c in examples]
+    started = time.time()
+    vae_losses = train_vae(components, images, cfg, work, progress)
+    scale = latent_scale(components, images)
+    components["vae"].register_to_config(scaling_factor=scale)
+    model = Backbone.from_components(components)
+    with torch.no_grad():
+        latents = torch.cat([encode_images(model, images[i : i + 256]) for i in range(0, len(images), 256)])
+    unet_losses = train_unet(components, latents, captions, cfg, work, progress)
+    save_components(components, out)
+    report = {
+        "config": asdict(cfg),
+        "examples": len(examples),
+        "latent_scaling_factor": scale,
+        "vae_loss_first_last": [_mean(vae_losses[:50]), _mean(vae_losses[-50:])],
+        "unet_loss_first_last": [_mean(unet_losses[:50]), _mean(unet_losses[-50:])],
+        "seconds": round(time.time() - started, 1),
+    }
+    (work / "train_report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def _mean(xs: list[float]) -> float:
+    return float(np.mean(xs)) if xs else float("nan")
