@@ -107,6 +107,21 @@ class Backbone:
         return cls(components["unet"], components["vae"], components["text_encoder"], components["tokenizer"],
                    components["scheduler"], BackboneSpec(source=f"<{name}>"), name, Path("."), "unsaved")
 
+    def with_weights(self, unet: dict | None = None, text_encoder: dict | None = None) -> "Backbone":
+        """A copy whose UNet/text encoder carry some replaced tensors; ``self`` is left untouched."""
+        import copy
+
+        new = copy.copy(self)
+        for part, tensors in (("unet", unet), ("text_encoder", text_encoder)):
+            if tensors:
+                module = copy.deepcopy(getattr(self, part))
+                missing = set(tensors) - set(module.state_dict())
+                if missing:
+                    raise KeyError(f"{part} has no tensors named {sorted(missing)[:3]}")
+                module.load_state_dict(tensors, strict=False)
+                setattr(new, part, module)
+        return new
+
     def provenance(self) -> dict:
         return {"name": self.name, "source": self.spec.source, "revision": self.spec.revision,
                 "folder": str(self.folder), "fingerprint": self.fingerprint}

@@ -8,7 +8,7 @@ file, the field and the fix; nothing is skipped.
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -118,7 +118,7 @@ class TaskCard(_Strict):
             raise UnknownNameError(f"task {self.task}: unknown group {name!r}; groups: {', '.join(self.groups)}")
         members = self.groups[name]
         others = [c for c in (self.others or self.concepts) if c not in members]
-        return ConceptGroup(self.task, name, tuple(members), tuple(others))
+        return ConceptGroup(self.task, name, tuple(members), tuple(others), self)
 
     def prompt_for(self, concept: str, identifier: str | None = None) -> str:
         c = self.concepts[concept]
@@ -135,6 +135,19 @@ class ConceptGroup:
     name: str
     targets: tuple[str, ...]
     others: tuple[str, ...]
+    card: TaskCard = field(compare=False, repr=False)
+
+    def prompt(self, concept: str, phase: str = "attack") -> str:
+        """The card's prompt for a concept; instances get the defense's or the attacker's token."""
+        identifier = None
+        if self.card.identifiers is not None:
+            tokens = getattr(self.card.identifiers, phase)
+            position = self.targets.index(concept) if concept in self.targets else 0
+            identifier = tokens[position]
+        return self.card.prompt_for(concept, identifier)
+
+    def concept_name(self, concept: str) -> str:
+        return self.card.concepts[concept].name
 
 
 def _read_yaml(path: Path) -> dict:

@@ -1,0 +1,105 @@
+"""LoRA fine-tuning of the UNet — the re-learning attack of IMMA and MIMA (MIMA §5.1: LoRA, rank 4,
+batch size 4, reported at step 400), set up as diffusers' ``train_text_to_image_lora.py``:
+PEFT ``LoraConfig(r, lora_alpha=r, init_lora_weights="gaussian")`` on ``to_q, to_k, to_v,
+to_out.0`` of every attention (self and cross), AdamW(0.9, 0.999, wd 1e-2), lr 1e-4, grad-norm
+clip 1.0, ε-prediction loss. The attacker re-learns all of the group's concepts in one model.
+
+Latents and text embeddings are computed once per dataset (the VAE and text encoder are frozen).
+A constraint's frozen tensors get no LoRA update: their adapters stay at zero (B = 0).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+
+from immunobench.diffusion import diffusion_loss, encode_images, encode_prompts
+from immunobench.plugins import Attack, Constraints, register_attack
+
+
+@dataclass(frozen=True)
+class LoRAConfig:
+    rank: int = field(default=4, metadata={"help": "LoRA rank (IMMA/MIMA scripts: 4)"})
+    lr: float = field(default=1e-4, metadata={"help": "learning rate (IMMA run_lora.sh, diffusers README)"})
+    batch_size: int = field(default=4, metadata={"help": "MIMA §5.1: batch size four"})
+    target_modules: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+    weight_decay: float = 1e-2
+    max_grad_norm: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.rank < 1:
+            raise ValueError(f"`rank` must be >= 1, got {self.rank}")
+        if self.batch_size < 1:
+            raise ValueError(f"`batch_size` must be >= 1, got {self.batch_size}")
+
+
+@register_attack("lora")
+class LoRA(Attack):
+    """LoRA (rank 4) on all attention projections of the UNet, as in IMMA/MIMA re-learning."""
+
+    version = "1"
+    Config = LoRAConfig
+
+    def adapt(self, model, group, data, cfg: LoRAConfig = LoRAConfig(), constraints: Constraints = Constraints(),
+              checkpoints: list[int] = (400,)) -> Iterator[tuple[int, object]]:
+        from peft import LoraConfig as PeftLoraConfig
+
+        concepts = [c for c in group.targets if c in data.attack]
+        images = torch.cat([data.attack[c].images for c in concepts])
+        prompts = [p for c in concepts for p in data.attack[c].prompts]
+        with torch.no_grad():
+            latents = encode_images(model, images)
+            unique = sorted(set(prompts))
+            table = encode_prompts(model, unique)
+            cond = table[torch.tensor([unique.index(p) for p in prompts])]
+
+        unet = copy.deepcopy(model.unet)
+        unet.requires_grad_(False)
+        unet.add_adapter(PeftLoraConfig(r=cfg.rank, lora_alpha=cfg.rank, init_lora_weights="gaussian",
+                                        target_modules=list(cfg.target_modules)))
+        trainable = _lora_parameters(unet, constraints.frozen)
+        opt = torch.optim.AdamW(trainable, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
+        adapted = model.with_weights()
+        adapted.unet = unet
+        g = torch.Generator().manual_seed(cfg.seed)
+        order = torch.randperm(len(latents), generator=g)
+        cursor, step, last = 0, 0, max(checkpoints)
+        if 0 in checkpoints:
+            yield 0, adapted
+        unet.train()
+        while step < last:
+            if cursor + cfg.batch_size > len(order):  # a new epoch
+                order, cursor = torch.randperm(len(latents), generator=g), 0
+            idx = order[cursor : cursor + cfg.batch_size]
+            cursor += cfg.batch_size
+            loss = diffusion_loss(unet, latents[idx], cond[idx], model.scheduler, generator=g)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"lora: loss is {loss.item()} at step {step + 1}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+            opt.step()
+            step += 1
+            if step in checkpoints:
+                unet.eval()
+                yield step, adapted  # live: valid until the generator resumes
+                unet.train()
+        unet.eval()
+
+
+def _lora_parameters(unet: torch.nn.Module, frozen: frozenset[str]) -> list[torch.nn.Parameter]:
+    """LoRA factors to train, skipping those that adapt a frozen base tensor."""
+    params = []
+    for name, p in unet.named_parameters():
+        if "lora_" not in name:
+            continue
+        base = name.split(".lora_")[0] + ".weight"
+        if base.replace(".base_layer", "") in frozen:
+            p.requires_grad_(False)
+            continue
+        p.requires_grad_(True)
+        params.append(p)
+    return params

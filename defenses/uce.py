@@ -1,0 +1,106 @@
+"""UCE — Unified Concept Editing (Gandikota et al., WACV 2024), the closed-form erasure that the
+re-learning cards start from (MIMA App. C: "The pre-trained weights are from UCE").
+
+For every cross-attention projection W (``attn2.to_k``, ``attn2.to_v``; nn.Linear layout d×c):
+
+    W* = (λW + s_e Σ_i v*_i c_iᵀ + s_p Σ_j W c_j c_jᵀ) (λI + s_e Σ_i c_i c_iᵀ + s_p Σ_j c_j c_jᵀ)⁻¹
+
+c_i: token embeddings of the erased concept's prompts, v*_i = W c*_i the *original* projection of
+the guide prompt's aligned tokens ("replace" technique), c_j: embeddings of preserved prompts.
+
+Follows the paper-era script (``train-scripts/train_erase.py``, which MIMA and FreezeAsGuard copy):
+rows from the last subject token through EOS and padding, aligned with the guide prompt's rows;
+λ = 0.5, erase scale 1, preserve scale max(0.1, 1/|preserve|); the empty prompt (all 77 rows) is
+always preserved; guide "art" with the other artists preserved for styles, the unconditional
+guide and no preserve set for objects. Where we differ: each concept is erased both as its bare
+name and inside the card's prompt (``--add_prompts`` in the original, whose ``type=bool`` flag
+turned on for any string), the guide replaces the concept inside the same sentence, and the
+system is solved with ``torch.linalg.solve`` rather than an explicit inverse.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from immunobench.diffusion import select_parameters, tokenize
+from immunobench.plugins import Defense, Immunized, register_defense
+
+
+@dataclass(frozen=True)
+class UCEConfig:
+    erase_scale: float = field(default=1.0, metadata={"help": "s_e (train_erase.py default)"})
+    preserve_scale: float | None = field(
+        default=None, metadata={"help": "s_p; None = max(0.1, 1/|preserve|) as train_erase.py"})
+    lam: float = field(default=0.5, metadata={"help": "λ, pull towards the original W (train_erase.py)"})
+    guide: str | None = field(
+        default=None, metadata={"help": "guide concept; None = 'art' for styles, '' (unconditional) otherwise"})
+    preserve: Literal["auto", "others", "none"] = field(
+        default="auto", metadata={"help": "auto = the card's other concepts for styles, none for objects"})
+
+
+@register_defense("uce")
+class UCE(Defense):
+    """Closed-form erasure of the group's concepts in cross-attention K/V (UCE, paper-era script)."""
+
+    version = "1"
+    Config = UCEConfig
+
+    def immunize(self, model, group, data, cfg: UCEConfig = UCEConfig()) -> Immunized:
+        style = group.card.concept_type == "style"
+        guide = cfg.guide if cfg.guide is not None else ("art" if style else "")
+        preserve = cfg.preserve if cfg.preserve != "auto" else ("others" if style else "none")
+        erase_pairs = []  # (concept text, guide text) sharing one sentence
+        for concept in group.targets:
+            name = group.concept_name(concept)
+            for text in (name, group.prompt(concept)):
+                erase_pairs.append((text, text.replace(name, guide).strip()))
+        keep = [group.prompt(c) for c in group.others] if preserve == "others" else []
+        edited = erase(model, erase_pairs, keep, cfg)
+        return Immunized(unet=edited, info={"erased": list(group.targets), "guide": guide, "preserved": len(keep)})
+
+
+@torch.no_grad()
+def _aligned_rows(model, old: list[str], new: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per pair, rows from the last subject token to the end, truncated to a common length."""
+    ids_old, ids_new = tokenize(model, old), tokenize(model, new)
+    emb_old, emb_new = model.text_encoder(ids_old)[0], model.text_encoder(ids_new)[0]
+    eos = model.tokenizer.eos_token_id
+    pairs = []
+    for i in range(len(old)):
+        # index of the last subject token = (tokens up to EOS) − 2; the empty prompt gives 0 (all rows)
+        last_old = int((ids_old[i] == eos).nonzero()[0]) - 1
+        last_new = int((ids_new[i] == eos).nonzero()[0]) - 1
+        farthest = max(last_old, last_new)
+        length = emb_old.shape[1]
+        a = emb_old[i, max(last_old, 0) : length - (farthest - last_old)]
+        b = emb_new[i, max(last_new, 0) : length - (farthest - last_new)]
+        pairs.append((a, b))
+    return pairs
+
+
+@torch.no_grad()
+def erase(model, erase_pairs: list[tuple[str, str]], preserve: list[str], cfg: UCEConfig) -> dict[str, torch.Tensor]:
+    """The closed-form edit of every ``attn2.to_k/to_v``; returns the new tensors by name."""
+    targets = _aligned_rows(model, [o for o, _ in erase_pairs], [n for _, n in erase_pairs])
+    keep_texts = [*preserve, ""]  # the empty prompt is always preserved (train_erase.py)
+    kept = [a for a, _ in _aligned_rows(model, keep_texts, keep_texts)]
+    s_p = cfg.preserve_scale if cfg.preserve_scale is not None else max(0.1, 1.0 / len(keep_texts))
+    c = model.text_encoder.config.hidden_size
+    eye = torch.eye(c, dtype=torch.float64)
+    edited = {}
+    for name, weight in select_parameters(model.unet, "xattn-kv").items():
+        W = weight.detach().double()
+        mat1 = cfg.lam * W
+        mat2 = cfg.lam * eye.clone()
+        for old, new in targets:
+            old, new = old.double(), new.double()
+            mat1 += cfg.erase_scale * (new @ W.T).T @ old  # Σ v* cᵀ with v* = W c_guide
+            mat2 += cfg.erase_scale * old.T @ old
+        for rows in kept:
+            rows = rows.double()
+            mat1 += s_p * (rows @ W.T).T @ rows
+            mat2 += s_p * rows.T @ rows
+        edited[name] = torch.linalg.solve(mat2, mat1.T).T.to(weight.dtype)  # mat1 · mat2⁻¹, mat2 symmetric
+    return edited
