@@ -25,6 +25,11 @@ def _builtin_dir() -> Path:
     return Path(immunobench.tasks.__file__).parent
 
 
+def with_article(noun: str) -> str:
+    """``"apple"`` → ``"an apple"``, ``"church"`` → ``"a church"``."""
+    return ("an " if noun[:1].lower() in "aeiou" else "a ") + noun
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -70,7 +75,8 @@ class TaskCard(_Strict):
     description: str
     kind: Literal["relearn", "personalization"]
     concept_type: Literal["style", "object", "instance"]
-    prompt: str = Field(description="template: {name}, or {identifier} and {category} for instances")
+    prompt: str = Field(description="template: {name} or {a_name} (with its article), "
+                        "or {identifier} and {category} for instances")
     identifiers: Optional[Identifiers] = None
     concepts: dict[str, Concept]
     groups: dict[str, list[str]]
@@ -87,7 +93,7 @@ class TaskCard(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> "TaskCard":
         fields = {f for _, f, _, _ in string.Formatter().parse(self.prompt) if f}
-        allowed = {"identifier", "category"} if self.concept_type == "instance" else {"name"}
+        allowed = {"identifier", "category"} if self.concept_type == "instance" else {"name", "a_name"}
         if not fields or not fields <= allowed:
             raise ValueError(f"prompt: {self.prompt!r} must use only {sorted(allowed)} placeholders")
         if self.concept_type == "instance":
@@ -124,7 +130,7 @@ class TaskCard(_Strict):
         c = self.concepts[concept]
         if self.concept_type == "instance":
             return self.prompt.format(identifier=identifier, category=c.category)
-        return self.prompt.format(name=c.name)
+        return self.prompt.format(name=c.name, a_name=with_article(c.name))
 
 
 @dataclass(frozen=True)

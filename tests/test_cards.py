@@ -55,6 +55,7 @@ def test_card_semantics():
     style, obj, pers = get_card("relearn-style"), get_card("relearn-object"), get_card("personalization")
     assert style.prompt_for("claude-monet") == "an artwork of Claude Monet"
     assert obj.prompt_for("chain-saw") == "a photo of a chain saw"
+    assert obj.prompt_for("english-springer") == "a photo of an English springer"
     assert pers.prompt_for("woodenpot", "sks") == "a photo of sks wooden pot"
     assert style.start_model.defense == "uce" and obj.start_model.defense == "uce"
     assert pers.start_model.defense is None
@@ -138,3 +139,20 @@ def test_cli_list_tasks_and_broken_card(tmp_path):
     r = subprocess.run([sys.executable, "-m", "immunobench.cli", "show", "task", str(bad)], capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().count("\n") == 0 and "bad-card.yaml" in r.stderr and "required field is missing" in r.stderr
+
+
+@pytest.mark.parametrize("task", ["relearn-style", "relearn-object", "personalization"])
+def test_every_card_concept_exists_in_the_world_with_the_same_prompt(task):
+    from immunobench.world.captions import prompt
+    from immunobench.world.concepts import get_concept
+
+    card = get_card(task)
+    for cid, concept in card.concepts.items():
+        world = get_concept(cid)
+        assert world.id == cid and world.name == concept.name
+        if card.concept_type == "instance":
+            assert world.kind == "instance" and world.category == concept.category
+            assert world.cc101_folder == concept.cc101_folder
+            assert card.prompt_for(cid, "sks") == prompt(cid, "sks")
+        else:
+            assert world.is_target and card.prompt_for(cid) == prompt(cid)
