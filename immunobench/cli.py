@@ -40,6 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", choices=KINDS)
     p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'mima*'")
 
+    world = sub.add_parser("world", help="the embedded concept world: train tiny-sd and its judges, check the premise")
+    world_sub = world.add_subparsers(dest="world_command", required=True, metavar="WORLD_COMMAND", parser_class=_Parser)
+    p = world_sub.add_parser("train", parents=[common], help="train tiny-sd (resumable) on the rendered world")
+    p.add_argument("--out", help="model folder (default: the package's embedded weights/tiny-sd)")
+    p.add_argument("--work", help="checkpoint folder; a rerun resumes from it (default: ~/.cache/immunobench/world-train)")
+    p.add_argument("--unet-steps", type=int)
+    p.add_argument("--vae-steps", type=int)
+    p.add_argument("--images-per-concept", type=int)
+    p.add_argument("--seed", type=int)
+
     p = sub.add_parser("show", parents=[common], help="show one task card or plugin")
     p.add_argument("kind", choices=("task", "defense", "attack", "metric", "backbone"))
     p.add_argument("name", help="a registered name; a task may be a card file, a backbone a hub id or folder")
@@ -156,7 +166,34 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         print(line.format(*map(str, row)).rstrip())
 
 
-COMMANDS = {"list": cmd_list, "show": cmd_show}
+def cmd_world(args: argparse.Namespace) -> None:
+    if args.world_command == "train":
+        _world_train(args)
+
+
+def _world_train(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from .backbones import EMBEDDED_WEIGHTS
+    from .progress import Progress
+    from .world.train import WorldTrainConfig, pretraining_examples, train_world_model, write_model_card
+
+    overrides = {"unet_steps": args.unet_steps, "vae_steps": args.vae_steps,
+                 "images_per_concept": args.images_per_concept, "seed": args.seed}
+    for name, value in overrides.items():
+        if value is not None and value < 0:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+    cfg = WorldTrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+    out = Path(args.out) if args.out else EMBEDDED_WEIGHTS / "tiny-sd"
+    work = Path(args.work) if args.work else Path.home() / ".cache" / "immunobench" / "world-train"
+    progress = Progress()
+    examples = pretraining_examples(cfg.images_per_concept, cfg.seed, cfg.arch.resolution, progress)
+    report = train_world_model(examples, out, work, cfg, progress)
+    write_model_card(out, report)
+    print(f"tiny-sd written to {out} ({report['seconds']:.0f} s); checkpoints in {work}")
+
+
+COMMANDS = {"list": cmd_list, "show": cmd_show, "world": cmd_world}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

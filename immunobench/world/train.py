@@ -27,15 +27,20 @@ from ..diffusion import diffusion_loss, encode_images, tokenize
 from ..progress import Progress
 
 
+# tiny-sd: UNet (32, 64) at 64 px over 16×16 latents — measured ~80 ms per batch-8 step on
+# 2 cores, so a 400-step LoRA attack plus sampling stays under a minute (issue [2/7]).
+TINY_SD = SDArchitecture(unet_channels=(32, 64), text_dim=64, text_heads=4, text_layers=3)
+
+
 @dataclass(frozen=True)
 class WorldTrainConfig:
-    arch: SDArchitecture = field(default_factory=SDArchitecture)
-    images_per_concept: int = field(default=240, metadata={"help": "rendered training images per concept"})
-    vae_steps: int = field(default=2500, metadata={"help": "autoencoder steps"})
+    arch: SDArchitecture = TINY_SD
+    images_per_concept: int = field(default=200, metadata={"help": "rendered training images per concept"})
+    vae_steps: int = field(default=2000, metadata={"help": "autoencoder steps"})
     vae_batch: int = 32
     vae_lr: float = 1e-3
     vae_kl_weight: float = field(default=1e-6, metadata={"help": "β of the KL term, as in SD's VAE (1e-6)"})
-    unet_steps: int = field(default=10000, metadata={"help": "UNet + text encoder steps"})
+    unet_steps: int = field(default=8000, metadata={"help": "UNet + text encoder steps"})
     unet_batch: int = 32
     unet_lr: float = 4e-4
     text_lr: float = 1e-4
@@ -152,6 +157,22 @@ def train_unet(components: dict, latents: torch.Tensor, captions: list[str], cfg
     return losses
 
 
+def pretraining_examples(images_per_concept: int, seed: int = 0, size: int = 64,
+                         progress: Progress | None = None) -> list[Example]:
+    """Rendered (image, caption) pairs of every concept except the held-out personal instances."""
+    from .captions import caption
+    from .concepts import PRETRAINING
+    from .render import render
+
+    task = (progress or Progress(False)).task("render world", total=len(PRETRAINING) * images_per_concept)
+    examples = []
+    for concept in PRETRAINING:
+        for i in range(images_per_concept):
+            examples.append((render(concept, i, seed, size), caption(concept, i, seed)))
+            task.advance()
+    return examples
+
+
 def train_world_model(examples: Sequence[Example], out: str | Path, work: str | Path,
                       cfg: WorldTrainConfig = WorldTrainConfig(),
                       progress: Progress | None = None) -> dict:
@@ -159,6 +180,7 @@ def train_world_model(examples: Sequence[Example], out: str | Path, work: str | 
     progress = progress or Progress()
     work, out = Path(work), Path(out)
     work.mkdir(parents=True, exist_ok=True)
+    _claim_work_folder(work, cfg, len(examples))
     torch.manual_seed(cfg.seed)
     components = build_components(cfg.arch, seed=cfg.seed)
     images = _to_tensor([img for img, _ in examples])
@@ -184,5 +206,41 @@ def train_world_model(examples: Sequence[Example], out: str | Path, work: str | 
     return report
 
 
+def _claim_work_folder(work: Path, cfg: WorldTrainConfig, n_examples: int) -> None:
+    """Resuming is only sound with the same config and data; say so instead of mixing two runs."""
+    from ..errors import UserError
+
+    identity = json.dumps({"config": asdict(cfg), "examples": n_examples}, sort_keys=True)
+    marker = work / "run.json"
+    if marker.exists() and marker.read_text() != identity:
+        raise UserError(f"{work} holds checkpoints of a run with another config; pass another --work folder "
+                        "or delete that one to start over")
+    marker.write_text(identity)
+
+
 def _mean(xs: list[float]) -> float:
     return float(np.mean(xs)) if xs else float("nan")
+
+
+def write_model_card(out: Path, report: dict) -> None:
+    """README.md beside the weights: what it was trained on, how long, and where its quality is measured."""
+    cfg = report["config"]
+    first, last = report["unet_loss_first_last"]
+    text = f"""# tiny-sd — the embedded default model of immunobench
+
+Stable Diffusion's classes (UNet2DConditionModel with cross-attention, AutoencoderKL, CLIPTextModel,
+CLIPTokenizer with SD's BPE vocabulary, DDPM schedule with SD v1's betas), at {cfg['arch']['resolution']} px.
+
+- architecture: {json.dumps(cfg['arch'])}
+- data: the rendered concept world, {report['examples']} images ({cfg['images_per_concept']} per concept) of every
+  style, object class and personal-instance *category*; the 13 personal instances are held out.
+  Captions use the papers' templates ("an artwork of {{artist}}", "a photo of {{object}}") and variants.
+- training: VAE {cfg['vae_steps']} steps (batch {cfg['vae_batch']}, L1 + MSE + {cfg['vae_kl_weight']}·KL), latent scaling
+  factor {report['latent_scaling_factor']:.4f}; UNet + text encoder {cfg['unet_steps']} steps (batch {cfg['unet_batch']},
+  lr {cfg['unet_lr']} / {cfg['text_lr']}, cosine, {cfg['caption_dropout']:.0%} empty captions), seed {cfg['seed']}.
+- ε-loss over the first/last 50 steps: {first:.4f} → {last:.4f}; wall time {report['seconds']:.0f} s on this machine.
+- quality: measured by `immunobench world check` (world_report.md at the repository root).
+
+Rebuild with `immunobench world train` (resumable; same seed, same data).
+"""
+    (Path(out) / "README.md").write_text(text)
