@@ -15,10 +15,10 @@ test: $(INSTALLED)
 	$(VENV)/bin/python -m pytest -q
 
 demo: $(INSTALLED)
-	@echo "immunobench: 'make demo' runs 'immunobench run --defense mima --task relearn-style' on the embedded"
-	@echo "tiny-sd model, which arrives with roadmap issue [2/7]; the runner with [3/7]. Neither exists yet."
-	@echo "What works today:"
-	$(VENV)/bin/immunobench list tasks
+	@echo "immunobench: 'make demo' will run 'immunobench run --defense mima --task relearn-style' on the"
+	@echo "embedded tiny-sd; the runner and MIMA arrive with roadmap issue [3/7] and do not exist yet."
+	@echo "What works today: the embedded world and its premise check (about 10 minutes on 2 cores):"
+	@echo "    .venv/bin/immunobench world check --out /tmp/world-check"
 	@exit 1
 
 clean:

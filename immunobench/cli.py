@@ -50,6 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images-per-concept", type=int)
     p.add_argument("--seed", type=int)
 
+    p = world_sub.add_parser("train-judges", parents=[common],
+                             help="train the offline judges (classifier, CLIP, DINO, LPIPS roles) on the world")
+    p.add_argument("--out", help="folder for the judge weights (default: the package's embedded weights/judges)")
+    p.add_argument("--seed", type=int, default=0)
+    p = world_sub.add_parser("check", parents=[common],
+                             help="measure the papers' premise on the shipped weights; writes world_report.md/.json")
+    p.add_argument("--out", default=".", help="folder for world_report.md, world_report.json and the image grids")
+    p.add_argument("--n-eval", type=int, default=10, help="generations per concept and measurement")
+
     p = sub.add_parser("show", parents=[common], help="show one task card or plugin")
     p.add_argument("kind", choices=("task", "defense", "attack", "metric", "backbone"))
     p.add_argument("name", help="a registered name; a task may be a card file, a backbone a hub id or folder")
@@ -169,6 +178,21 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 def cmd_world(args: argparse.Namespace) -> None:
     if args.world_command == "train":
         _world_train(args)
+    elif args.world_command == "train-judges":
+        from .world.judges import train_judges
+
+        train_judges(args.out, seed=args.seed)
+    elif args.world_command == "check":
+        from .world.check import world_check
+
+        if args.n_eval < 1:
+            raise UserError(f"--n-eval must be >= 1, got {args.n_eval}")
+        report = world_check(args.out, n_eval=args.n_eval)
+        missed = [t["name"] for t in report["targets"] if not t["met"]]
+        print(f"world check: {len(report['targets']) - len(missed)}/{len(report['targets'])} targets met "
+              f"in {report['seconds']:.0f} s; report in {args.out}/world_report.md")
+        for name in missed:
+            print(f"  missed: {name}")
 
 
 def _world_train(args: argparse.Namespace) -> None:

@@ -22,6 +22,8 @@ def test_wheel_installs_one_namespace(tmp_path):
     for card in ("relearn-style", "relearn-object", "personalization", "_relearn"):
         assert f"immunobench/tasks/{card}.yaml" in names
     assert "immunobench/defenses/none.py" in names
+    shipped = [p.relative_to(ROOT).as_posix() for p in (ROOT / "immunobench" / "weights").rglob("*") if p.is_file()]
+    assert shipped and all(s in names for s in shipped), sorted(set(shipped) - set(names))
     assert not any(n.startswith("tests/") for n in names)
 
 

@@ -15,7 +15,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ class WorldTrainConfig:
     vae_batch: int = 32
     vae_lr: float = 1e-3
     vae_kl_weight: float = field(default=1e-6, metadata={"help": "β of the KL term, as in SD's VAE (1e-6)"})
-    unet_steps: int = field(default=8000, metadata={"help": "UNet + text encoder steps"})
+    unet_steps: int = field(default=6000, metadata={"help": "UNet + text encoder steps"})
     unet_batch: int = 32
     unet_lr: float = 4e-4
     text_lr: float = 1e-4
