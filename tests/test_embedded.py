@@ -1,0 +1,64 @@
+"""The shipped embedded world: tiny-sd loads through the SD loader, weights fit the budget, the
+committed world report is well formed, and the check's code path runs end to end."""
+import json
+from pathlib import Path
+
+import torch
+
+from immunobench.backbones import EMBEDDED_WEIGHTS, load_backbone
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_weights_fit_the_budget():
+    total = sum(p.stat().st_size for p in EMBEDDED_WEIGHTS.rglob("*") if p.is_file())
+    assert total <= 40 * 2**20, f"shipped weights are {total / 2**20:.1f} MiB; the budget is 40 MiB"
+
+
+def test_tiny_sd_loads_through_the_sd_loader_and_samples_deterministically():
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    from immunobench import diffusion
+
+    model = load_backbone("tiny-sd")
+    assert isinstance(model.unet, UNet2DConditionModel) and isinstance(model.vae, AutoencoderKL)
+    assert isinstance(model.text_encoder, CLIPTextModel)
+    assert model.resolution == 64 and model.spec.metric_family == "world"
+    a = diffusion.sample(model, ["a photo of a church"], [3], steps=5)
+    b = diffusion.sample(model, ["a photo of a church"], [3], steps=5)
+    assert torch.equal(a, b)
+
+
+def test_committed_world_report_is_well_formed():
+    report = json.loads((ROOT / "world_report.json").read_text())
+    assert report["targets"]
+    for t in report["targets"]:
+        assert set(t) == {"name", "value", "threshold", "direction", "met"}
+        assert t["direction"] in (">=", "<=")
+        assert t["met"] == (t["value"] >= t["threshold"] if t["direction"] == ">=" else t["value"] <= t["threshold"])
+
+
+def test_check_targets_apply_their_direction():
+    from immunobench.world.check import Target, _markdown
+
+    assert Target("a", 0.95, 0.95, ">=").met and not Target("a", 0.949, 0.95, ">=").met
+    assert Target("b", 0.2, 0.2, "<=").met and not Target("b", 0.21, 0.2, "<=").met
+    report = {"date": "2026-11-24", "model": {"name": "tiny-sd", "fingerprint": "x"}, "seconds": 1.0,
+              "all_met": False, "targets": [vars(Target("b", 0.21, 0.2, "<="))]}
+    assert "| b | 0.210 | <= 0.2 | **no** |" in _markdown(report)
+
+
+def test_world_check_runs_end_to_end_and_writes_the_report(tmp_path):
+    """A fast smoke run (2 images, 2 attack steps): the code path of `immunobench world check`."""
+    from immunobench.world.check import world_check
+
+    report = world_check(tmp_path, n_eval=2, relearn_step=2, personal_step=2, log=lambda _: None)
+    names = [t["name"] for t in report["targets"]]
+    assert len(names) == 2 + 3 * 2 + 4 * 3 + 2 and len(set(names)) == len(names)
+    assert report["settings"]["n_eval"] == 2
+    saved = json.loads((tmp_path / "world_report.json").read_text())
+    assert saved["targets"] == report["targets"]
+    assert (tmp_path / "world_report.md").read_text().startswith("# World check")
+    assert {p.name for p in (tmp_path / "world_check").iterdir()} >= {
+        "relearn-style-tiny-sd.png", "relearn-object-tiny-sd.png", "personalization-purse.png"}
