@@ -65,6 +65,7 @@ from ..progress import Progress
 from . import captions as world_captions
 from .concepts import CONCEPTS, OBJECTS, STYLES, get_concept
 from .render import render
+from .train import cosine_with_warmup
 
 JUDGES = ("classifier-world", "lpips-world", "clip-world", "dino-world")
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights" / "judges"
@@ -202,11 +203,6 @@ def normalise(x01: torch.Tensor) -> torch.Tensor:
     return (x01 - mean) / std
 
 
-def _lr_factor(step: int, total: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
 
 # ---------------------------------------------------------------- classifier-world
 def _resnet_classes():
@@ -272,7 +268,7 @@ def train_classifier(data: JudgeData, cfg: ClassifierConfig = ClassifierConfig()
     losses = []
     for step in range(cfg.steps):
         for group in opt.param_groups:
-            group["lr"] = cfg.lr * _lr_factor(step, cfg.steps, cfg.warmup)
+            group["lr"] = cfg.lr * cosine_with_warmup(step, cfg.steps, cfg.warmup)
         idx = torch.randint(0, len(data.labels), (cfg.batch,), generator=g)
         x = normalise(augment(data.unit(idx), g))
         loss = F.cross_entropy(model(x), data.labels[idx], label_smoothing=cfg.label_smoothing)
@@ -427,7 +423,7 @@ def train_clip(data: JudgeData, cfg: ClipConfig = ClipConfig(), seed: int = 0,
     losses = []
     for step in range(cfg.steps):
         for group in opt.param_groups:
-            group["lr"] = cfg.lr * _lr_factor(step, cfg.steps, cfg.warmup)
+            group["lr"] = cfg.lr * cosine_with_warmup(step, cfg.steps, cfg.warmup)
         idx = torch.randint(0, len(data.labels), (cfg.batch,), generator=g)
         use_prompt = torch.rand(cfg.batch, generator=g) < cfg.prompt_share
         tid = torch.where(use_prompt, canonical[idx], own[idx])
@@ -540,7 +536,7 @@ def train_dino(data: JudgeData, cfg: DinoConfig = DinoConfig(), seed: int = 0, p
     teacher.train()
     for step in range(cfg.steps):
         for group in opt.param_groups:
-            group["lr"] = cfg.lr * _lr_factor(step, cfg.steps, cfg.warmup)
+            group["lr"] = cfg.lr * cosine_with_warmup(step, cfg.steps, cfg.warmup)
         momentum = 1 - (1 - cfg.ema_start) * (math.cos(math.pi * step / cfg.steps) + 1) / 2
         idx = torch.randint(0, len(data.labels), (cfg.batch,), generator=g)
         x = data.unit(idx)

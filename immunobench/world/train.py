@@ -63,7 +63,8 @@ def _to_tensor(images: Sequence[np.ndarray]) -> torch.Tensor:
     return x / 127.5 - 1.0
 
 
-def _cosine_lr(step: int, total: int, warmup: int = 200) -> float:
+def cosine_with_warmup(step: int, total: int, warmup: int = 200) -> float:
+    """LR factor: linear warm-up, then cosine decay to 0 at ``total`` (stateless, so resuming is exact)."""
     if step < warmup:
         return (step + 1) / warmup
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
@@ -84,7 +85,7 @@ def train_vae(components: dict, images: torch.Tensor, cfg: WorldTrainConfig, wor
     task = progress.task("VAE", total=cfg.vae_steps, done=step)
     while step < cfg.vae_steps:
         for group in opt.param_groups:
-            group["lr"] = cfg.vae_lr * _cosine_lr(step, cfg.vae_steps)
+            group["lr"] = cfg.vae_lr * cosine_with_warmup(step, cfg.vae_steps)
         x = images[torch.randint(0, len(images), (cfg.vae_batch,), generator=g)]
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample(g)).sample
@@ -135,7 +136,7 @@ def train_unet(components: dict, latents: torch.Tensor, captions: list[str], cfg
     task = progress.task("UNet + text encoder", total=cfg.unet_steps, done=step)
     while step < cfg.unet_steps:
         for group, lr in zip(opt.param_groups, base_lrs):
-            group["lr"] = lr * _cosine_lr(step, cfg.unet_steps)
+            group["lr"] = lr * cosine_with_warmup(step, cfg.unet_steps)
         idx = torch.randint(0, len(latents), (cfg.unet_batch,), generator=g)
         batch_ids = ids[idx].clone()
         drop = torch.rand(cfg.unet_batch, generator=g) < cfg.caption_dropout
