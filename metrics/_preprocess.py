@@ -19,12 +19,15 @@ testing them (``tests/test_judges.py``) is what keeps that class of mistake out.
 """
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from immunobench.errors import BackboneError
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -206,6 +209,34 @@ class Backend:
         """What a run manifest records about this backend."""
         return {"name": self.name, "version": getattr(self, "version", ""),
                 "preprocess": self.preprocess.describe(), "weights": self.weights_info()}
+
+
+class CachedWeightsBackend(Backend):
+    """A real backend whose weights come from an explicit file or the local cache — never a download.
+
+    Subclasses give ``cached_weights()`` (where their library's cache keeps the file, or None) and
+    ``missing_hint`` (what to run on a connected machine).
+    """
+
+    missing_hint: str = ""
+
+    def __init__(self, device: str | torch.device = "cpu", batch_size: int | None = None, weights: str | None = None):
+        super().__init__(device, batch_size)
+        self.weights = weights
+
+    def cached_weights(self) -> str | None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def weights_path(self) -> str:
+        """The checkpoint to load, or ``BackboneError`` — checked before the library could try to download."""
+        if self.weights:
+            if not os.path.isfile(self.weights):
+                raise BackboneError(f"{self.name}: weights file {self.weights} does not exist")
+            return self.weights
+        path = self.cached_weights()
+        if path is None:
+            raise BackboneError(f"{self.name}: {self.missing_hint}")
+        return path
 
 
 class WorldJudgeBackend(Backend):

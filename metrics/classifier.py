@@ -12,11 +12,10 @@ from typing import Any
 
 import torch
 
-from immunobench.errors import BackboneError
 from immunobench.plugins import Classifier, register_metric
 
 from ._preprocess import (
-    IMAGENET_MEAN, IMAGENET_STD, Backend, Preprocess, WorldJudgeBackend, batches, torch_hub_cached,
+    IMAGENET_MEAN, IMAGENET_STD, Backend, CachedWeightsBackend, Preprocess, WorldJudgeBackend, batches, torch_hub_cached,
 )
 
 RESNET50_URL = "https://download.pytorch.org/models/resnet50-11ad3fa6.pth"  # ResNet50_Weights.IMAGENET1K_V2
@@ -52,7 +51,7 @@ class _ClassifierBackend(Backend):
 
 
 @register_metric("resnet50")
-class ResNet50(_ClassifierBackend, Classifier):
+class ResNet50(CachedWeightsBackend, _ClassifierBackend, Classifier):
     """ImageNet ResNet50 (torchvision IMAGENET1K_V2) top-1, as in MIMA's object accuracy (local cache only)."""
 
     version = "1"
@@ -61,27 +60,18 @@ class ResNet50(_ClassifierBackend, Classifier):
         source="torchvision ResNet50_Weights.IMAGENET1K_V2.transforms(): Resize(232, bilinear) + CenterCrop(224) + ImageNet mean/std",
     )
 
-    def __init__(self, device: str | torch.device = "cpu", batch_size: int | None = None, weights: str | None = None):
-        super().__init__(device, batch_size)
-        self.weights = weights
-
     @property
     def classes(self) -> tuple[str, ...]:  # type: ignore[override]
         return _imagenet_categories()
 
-    def weights_path(self) -> str:
-        if self.weights:
-            if not os.path.isfile(self.weights):
-                raise BackboneError(f"resnet50: weights file {self.weights} does not exist")
-            return self.weights
-        path = torch_hub_cached(RESNET50_URL)
-        if path is None:
-            raise BackboneError(
-                f"resnet50: torchvision ResNet50 IMAGENET1K_V2 weights ({os.path.basename(RESNET50_URL)}) are not in the "
-                "torch hub cache; on a machine with network run `python -c \"import torchvision; "
-                "torchvision.models.resnet50(weights='IMAGENET1K_V2')\"` (or use the offline judges: classifier-world)"
-            )
-        return path
+    missing_hint = (
+        f"torchvision ResNet50 IMAGENET1K_V2 weights ({os.path.basename(RESNET50_URL)}) are not in the "
+        "torch hub cache; on a machine with network run `python -c \"import torchvision; "
+        "torchvision.models.resnet50(weights='IMAGENET1K_V2')\"` (or use the offline judges: classifier-world)"
+    )
+
+    def cached_weights(self) -> str | None:
+        return torch_hub_cached(RESNET50_URL)
 
     def _load(self) -> torch.nn.Module:
         from torchvision.models import resnet50

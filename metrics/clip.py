@@ -13,11 +13,10 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from immunobench.errors import BackboneError
 from immunobench.plugins import Similarity, register_metric
 
 from ._preprocess import (
-    OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, EmbeddingSimilarity, Preprocess, WorldJudgeBackend, hf_cached,
+    OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, CachedWeightsBackend, EmbeddingSimilarity, Preprocess, WorldJudgeBackend, hf_cached,
 )
 
 CLIP_HF_REPO = "timm/vit_base_patch32_clip_224.openai"
@@ -26,7 +25,7 @@ CLIP_URL_FILE = os.path.join(os.path.expanduser("~"), ".cache", "clip", "ViT-B-3
 
 
 @register_metric("clip")
-class OpenAIClip(EmbeddingSimilarity, Similarity):
+class OpenAIClip(CachedWeightsBackend, EmbeddingSimilarity, Similarity):
     """CLIP ViT-B/32 (OpenAI) image-feature cosine similarity, as in MIMA/IMMA (open_clip, local cache only)."""
 
     version = "1"
@@ -35,26 +34,14 @@ class OpenAIClip(EmbeddingSimilarity, Similarity):
         source="open_clip ViT-B-32 'openai': Resize(224, bicubic, shorter side) + CenterCrop(224) + OpenAI CLIP mean/std",
     )
 
-    def __init__(self, device: str | torch.device = "cpu", batch_size: int | None = None, weights: str | None = None):
-        super().__init__(device, batch_size)
-        self.weights = weights
+    missing_hint = (
+        "CLIP ViT-B-32 'openai' weights are not in the local cache; on a machine with network run "
+        "`python -c \"import open_clip; open_clip.create_model('ViT-B-32', pretrained='openai')\"` "
+        "(or use the offline judges: clip-world)"
+    )
 
-    def weights_path(self) -> str:
-        """The cached checkpoint, or ``BackboneError`` — checked before open_clip could try to download."""
-        if self.weights:
-            if not os.path.isfile(self.weights):
-                raise BackboneError(f"clip: weights file {self.weights} does not exist")
-            return self.weights
-        path = hf_cached(CLIP_HF_REPO, CLIP_HF_FILES)
-        if path is None and os.path.isfile(CLIP_URL_FILE):
-            path = CLIP_URL_FILE
-        if path is None:
-            raise BackboneError(
-                "clip: CLIP ViT-B-32 'openai' weights are not in the local cache; on a machine with network run "
-                "`python -c \"import open_clip; open_clip.create_model('ViT-B-32', pretrained='openai')\"` "
-                "(or use the offline judges: clip-world)"
-            )
-        return path
+    def cached_weights(self) -> str | None:
+        return hf_cached(CLIP_HF_REPO, CLIP_HF_FILES) or (CLIP_URL_FILE if os.path.isfile(CLIP_URL_FILE) else None)
 
     def _load(self) -> torch.nn.Module:
         import open_clip

@@ -8,16 +8,14 @@ or torch hub's copy of the original DINO checkpoint).
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
 
-from immunobench.errors import BackboneError
 from immunobench.plugins import Similarity, register_metric
 
 from ._preprocess import (
-    IMAGENET_MEAN, IMAGENET_STD, EmbeddingSimilarity, Preprocess, WorldJudgeBackend, hf_cached, torch_hub_cached,
+    IMAGENET_MEAN, IMAGENET_STD, CachedWeightsBackend, EmbeddingSimilarity, Preprocess, WorldJudgeBackend, hf_cached, torch_hub_cached,
 )
 
 DINO_MODEL = "vit_small_patch16_224.dino"
@@ -27,7 +25,7 @@ DINO_URL = "https://dl.fbaipublicfiles.com/dino/dino_deitsmall16_pretrain/dino_d
 
 
 @register_metric("dino")
-class Dino(EmbeddingSimilarity, Similarity):
+class Dino(CachedWeightsBackend, EmbeddingSimilarity, Similarity):
     """DINO ViT-S/16 CLS-feature cosine similarity (timm, local cache only)."""
 
     version = "1"
@@ -36,23 +34,14 @@ class Dino(EmbeddingSimilarity, Similarity):
         source="DINO ViT-S/16 (timm vit_small_patch16_224.dino): Resize(224, bicubic) + CenterCrop(224) + ImageNet mean/std",
     )
 
-    def __init__(self, device: str | torch.device = "cpu", batch_size: int | None = None, weights: str | None = None):
-        super().__init__(device, batch_size)
-        self.weights = weights
+    missing_hint = (
+        f"{DINO_MODEL} weights are not in the local cache; on a machine with network run "
+        f"`python -c \"import timm; timm.create_model('{DINO_MODEL}', pretrained=True)\"` "
+        "(or use the offline judges: dino-world)"
+    )
 
-    def weights_path(self) -> str:
-        if self.weights:
-            if not os.path.isfile(self.weights):
-                raise BackboneError(f"dino: weights file {self.weights} does not exist")
-            return self.weights
-        path = hf_cached(DINO_HF_REPO, DINO_HF_FILES) or torch_hub_cached(DINO_URL)
-        if path is None:
-            raise BackboneError(
-                f"dino: {DINO_MODEL} weights are not in the local cache; on a machine with network run "
-                f"`python -c \"import timm; timm.create_model('{DINO_MODEL}', pretrained=True)\"` "
-                "(or use the offline judges: dino-world)"
-            )
-        return path
+    def cached_weights(self) -> str | None:
+        return hf_cached(DINO_HF_REPO, DINO_HF_FILES) or torch_hub_cached(DINO_URL)
 
     def _load(self) -> torch.nn.Module:
         import timm

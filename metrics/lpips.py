@@ -23,7 +23,9 @@ import torch
 from immunobench.errors import BackboneError
 from immunobench.plugins import Similarity, register_metric
 
-from ._preprocess import IMAGENET_MEAN, IMAGENET_STD, Backend, Preprocess, WorldJudgeBackend, torch_hub_cached
+from ._preprocess import (
+    IMAGENET_MEAN, IMAGENET_STD, Backend, CachedWeightsBackend, Preprocess, WorldJudgeBackend, torch_hub_cached,
+)
 
 ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
 
@@ -48,7 +50,7 @@ class _LpipsBackend(Backend):
 
 
 @register_metric("lpips")
-class Lpips(_LpipsBackend, Similarity):
+class Lpips(CachedWeightsBackend, _LpipsBackend, Similarity):
     """1 − LPIPS(alex, v0.1) distance (the lpips package; AlexNet weights from the local torch cache)."""
 
     version = "1"
@@ -57,23 +59,14 @@ class Lpips(_LpipsBackend, Similarity):
         source="lpips v0.1 ScalingLayer (ImageNet mean/std for [-1, 1] inputs), native resolution",
     )
 
-    def __init__(self, device: str | torch.device = "cpu", batch_size: int | None = None, weights: str | None = None):
-        super().__init__(device, batch_size)
-        self.weights = weights
+    missing_hint = (
+        f"torchvision AlexNet weights ({os.path.basename(ALEXNET_URL)}) are not in the torch hub cache; "
+        "on a machine with network run `python -c \"import lpips; lpips.LPIPS(net='alex')\"` "
+        "(or use the offline judges: lpips-world)"
+    )
 
-    def weights_path(self) -> str:
-        if self.weights:
-            if not os.path.isfile(self.weights):
-                raise BackboneError(f"lpips: AlexNet weights file {self.weights} does not exist")
-            return self.weights
-        path = torch_hub_cached(ALEXNET_URL)
-        if path is None:
-            raise BackboneError(
-                f"lpips: torchvision AlexNet weights ({os.path.basename(ALEXNET_URL)}) are not in the torch hub cache; "
-                "on a machine with network run `python -c \"import lpips; lpips.LPIPS(net='alex')\"` "
-                "(or use the offline judges: lpips-world)"
-            )
-        return path
+    def cached_weights(self) -> str | None:
+        return torch_hub_cached(ALEXNET_URL)
 
     def _load(self) -> torch.nn.Module:
         import lpips
