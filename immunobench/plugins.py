@@ -101,6 +101,17 @@ METRIC_FAMILIES = {
     "world": {"C": "clip-world", "D": "dino-world", "L": "lpips-world", "acc": "classifier-world"},
 }
 
+
+
+def judges_for(family: str) -> dict[str, str]:
+    """The metric names (C, D, L, acc) a backbone's ``metric_family`` selects."""
+    from .errors import UnknownNameError
+
+    if family not in METRIC_FAMILIES:
+        raise UnknownNameError(f"unknown metric family {family!r}; known: {', '.join(METRIC_FAMILIES)}")
+    return METRIC_FAMILIES[family]
+
+
 DEFENSES = Registry("defense", Defense)
 ATTACKS = Registry("attack", Attack)
 METRICS = Registry("metric", (Similarity, Classifier))

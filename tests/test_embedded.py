@@ -25,6 +25,10 @@ def test_tiny_sd_loads_through_the_sd_loader_and_samples_deterministically():
     assert isinstance(model.unet, UNet2DConditionModel) and isinstance(model.vae, AutoencoderKL)
     assert isinstance(model.text_encoder, CLIPTextModel)
     assert model.resolution == 64 and model.spec.metric_family == "world"
+    from immunobench.plugins import METRICS, judges_for
+
+    assert judges_for("world") == {"C": "clip-world", "D": "dino-world", "L": "lpips-world", "acc": "classifier-world"}
+    assert all(name in METRICS for family in ("world", "real") for name in judges_for(family).values())
     a = diffusion.sample(model, ["a photo of a church"], [3], steps=5)
     b = diffusion.sample(model, ["a photo of a church"], [3], steps=5)
     assert torch.equal(a, b)

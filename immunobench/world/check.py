@@ -26,7 +26,7 @@ from ..backbones import Backbone, load_backbone
 from ..cards import ConceptGroup, get_card
 from ..data import ConceptImages, TaskData
 from ..diffusion import sample
-from ..plugins import get_attack, get_defense, get_metric
+from ..plugins import get_attack, get_defense, get_metric, judges_for
 from ..progress import Progress
 
 # Seeds of generated images: the attacker's 20 and the evaluation's are disjoint (IMMA's split).
@@ -51,9 +51,10 @@ class Target:
 
 
 class _Judges:
-    def __init__(self):
-        self.classifier = get_metric("classifier-world")()
-        self.dino = get_metric("dino-world")()
+    def __init__(self, family: str):
+        names = judges_for(family)
+        self.classifier = get_metric(names["acc"])()
+        self.dino = get_metric(names["D"])()
         self.classes = list(self.classifier.classes)
 
     @torch.no_grad()
@@ -94,7 +95,7 @@ def world_check(out: str | Path = ".", n_eval: int = 10, relearn_step: int | Non
     grids.mkdir(parents=True, exist_ok=True)
     progress = progress or Progress()
     model = load_backbone(model_name)
-    judges = _Judges()
+    judges = _Judges(model.spec.metric_family)
     targets: list[Target] = []
     details: dict = {}
 
