@@ -58,8 +58,10 @@ class LoRA(Attack):
 
         unet = copy.deepcopy(model.unet)
         unet.requires_grad_(False)
-        unet.add_adapter(PeftLoraConfig(r=cfg.rank, lora_alpha=cfg.rank, init_lora_weights="gaussian",
-                                        target_modules=list(cfg.target_modules)))
+        with torch.random.fork_rng(devices=[]):  # peft draws the "gaussian" A factors from the global RNG
+            torch.manual_seed(cfg.seed)
+            unet.add_adapter(PeftLoraConfig(r=cfg.rank, lora_alpha=cfg.rank, init_lora_weights="gaussian",
+                                            target_modules=list(cfg.target_modules)))
         trainable = _lora_parameters(unet, constraints.frozen)
         opt = torch.optim.AdamW(trainable, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
         adapted = model.with_weights()

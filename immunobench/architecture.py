@@ -18,6 +18,8 @@ from .tokenizer import CLIP_MAX_LENGTH, CLIP_VOCAB_SIZE, clip_tokenizer_from_ope
 class SDArchitecture:
     unet_channels: tuple[int, ...] = (32, 64)
     unet_layers_per_block: int = 1
+    # levels with cross-attention, from the top; None = all but the lowest, as SD v1 (3 of 4)
+    cross_attention_levels: int | None = None
     attention_head_dim: int = 8
     vae_channels: tuple[int, ...] = (16, 32, 32)  # three levels: latents are 4× smaller than pixels
     latent_channels: int = 4
@@ -39,13 +41,14 @@ def build_components(arch: SDArchitecture, seed: int = 0) -> dict:
 
     torch.manual_seed(seed)
     levels = len(arch.unet_channels)
+    xattn = levels - 1 if arch.cross_attention_levels is None else arch.cross_attention_levels
     groups = min(8, min(arch.unet_channels))
     unet = UNet2DConditionModel(
         sample_size=arch.resolution // arch.vae_scale_factor,
         in_channels=arch.latent_channels,
         out_channels=arch.latent_channels,
-        down_block_types=("CrossAttnDownBlock2D",) * (levels - 1) + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (levels - 1),
+        down_block_types=("CrossAttnDownBlock2D",) * xattn + ("DownBlock2D",) * (levels - xattn),
+        up_block_types=("UpBlock2D",) * (levels - xattn) + ("CrossAttnUpBlock2D",) * xattn,
         block_out_channels=arch.unet_channels,
         layers_per_block=arch.unet_layers_per_block,
         cross_attention_dim=arch.text_dim,

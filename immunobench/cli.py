@@ -59,18 +59,126 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=".", help="folder for world_report.md, world_report.json and the image grids")
     p.add_argument("--n-eval", type=int, default=10, help="generations per concept and measurement")
 
+    p = sub.add_parser("run", parents=[common], help="immunize, attack and measure a grid; writes a leaderboard")
+    p.add_argument("--task", required=True, help="a task card name (see `immunobench list tasks`) or a card file")
+    p.add_argument("--defense", default="mima", type=_csv,
+                   help="comma-separated defenses; the no-defense baseline `none` is always included (default: mima)")
+    p.add_argument("--attack", default=None, type=_csv, help="comma-separated attacks (default: the card's)")
+    p.add_argument("--groups", nargs="+", default=[], help="concept groups (default: all of the card's)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (default: 0)")
+    p.add_argument("--model", default="tiny-sd", help="backbone name, hub id or local folder (default: tiny-sd)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: cpu)")
+    p.add_argument("--out", default="runs", help="folder of run folders (default: runs/)")
+    p.add_argument("--store", default=None, help="artifact store shared by runs (default: ~/.cache/immunobench/store)")
+    p.add_argument("--name", default="", help="run folder name (default: <task>-<date>-<time>)")
+    p.add_argument("--eval-images", type=int, default=0, help="generations per concept and checkpoint (default: the card's)")
+    p.add_argument("--checkpoints", nargs="+", type=int, default=[], help="attack steps to measure (default: the card's)")
+    p.add_argument("--report-step", type=int, default=None, help="attack step of the tables (default: the card's)")
+    p.add_argument("--sample-steps", type=int, default=0, help="DDIM steps per generation (default: the backbone's)")
+    p.add_argument("--set", action="append", default=[], metavar="PLUGIN.FIELD=VALUE",
+                   help="override a plugin config field, e.g. mima.steps=100 (repeatable; see `immunobench show defense mima`)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("runs", help="list finished runs")
+    p.add_argument("--out", default="runs", help="folder of run folders (default: runs/)")
+    p = sub.add_parser("report", help="re-render a run's tables and plots from its results")
+    p.add_argument("run", help="a run folder, or a run name under --out")
+    p.add_argument("--out", default="runs")
+
     p = sub.add_parser("show", parents=[common], help="show one task card or plugin")
     p.add_argument("kind", choices=("task", "defense", "attack", "metric", "backbone"))
     p.add_argument("name", help="a registered name; a task may be a card file, a backbone a hub id or folder")
     return parser
 
 
+def _csv(text: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected one or more comma-separated names")
+    return items
+
+
 def _load_plugins(args: argparse.Namespace) -> None:
     from .plugins import discover, load_plugin_file
 
     discover()
-    for path in args.plugin:
+    for path in getattr(args, "plugin", []):
         load_plugin_file(path)
+
+
+def _parse_overrides(items: list[str]) -> dict:
+    """``mima.steps=100`` → {"mima": {"steps": 100}}; values parse as YAML scalars (numbers, bools)."""
+    import yaml
+
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        plugin, dot, name = key.partition(".")
+        if not sep or not dot or not plugin or not name:
+            raise UserError(f"--set {item!r}: expected PLUGIN.FIELD=VALUE, e.g. mima.steps=100")
+        out.setdefault(plugin, {})[name] = yaml.safe_load(value)
+    return out
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from .progress import Progress
+    from .runner import RunConfig, Runner
+    from .store import DEFAULT_STORE
+
+    if args.eval_images < 0:
+        raise UserError(f"--eval-images must be >= 1, got {args.eval_images}")
+    if args.sample_steps < 0 or (args.report_step is not None and args.report_step < 0):
+        raise UserError("--sample-steps and --report-step must be >= 0")
+    if any(c < 0 for c in args.checkpoints):
+        raise UserError("--checkpoints must be non-negative attack steps")
+    cfg = RunConfig(task=args.task, defenses=tuple(args.defense), attacks=tuple(args.attack or ()),
+                    groups=tuple(args.groups), seeds=tuple(dict.fromkeys(args.seeds)), model=args.model,
+                    device=args.device, out=args.out, store=args.store or str(DEFAULT_STORE), name=args.name,
+                    eval_images=args.eval_images, checkpoints=tuple(sorted(set(args.checkpoints))),
+                    report_step=args.report_step, sample_steps=args.sample_steps,
+                    overrides=_parse_overrides(args.set), include_paths=tuple(args.include_path),
+                    allow_pickle=args.allow_pickle)
+    runner = Runner(cfg, Progress(not args.quiet))
+    run_dir = runner.run()
+    print()
+    print((run_dir / "leaderboard.md").read_text())
+    t = runner.stats
+    print(f"run folder: {run_dir}  (manifest.json, results.parquet, leaderboard.md/.csv, plots/)")
+    computed = ", ".join(f"{k} {v['count']}× {v['seconds']:.0f} s" for k, v in t["computed"].items()) or "nothing"
+    cached = ", ".join(f"{k} {v}×" for k, v in t["cached"].items()) or "nothing"
+    print(f"computed: {computed}; reused from the store: {cached}")
+    if runner.failures:
+        print(f"{len(runner.failures)} cell(s) failed; see the leaderboard's 'Failed cells' and manifest.json")
+
+
+def _run_folder(args: argparse.Namespace):
+    from pathlib import Path
+
+    folder = Path(args.run)
+    if not (folder / "manifest.json").exists():
+        folder = Path(args.out) / args.run
+    if not (folder / "manifest.json").exists() or not (folder / "results.parquet").exists():
+        raise UserError(f"{args.run}: not a finished run folder (no manifest.json/results.parquet); "
+                        f"list runs with `immunobench runs --out {args.out}`")
+    return folder
+
+
+def cmd_runs(args: argparse.Namespace) -> None:
+    from .runner import list_runs
+
+    rows = [(r["run"], r["task"], ",".join(r["defenses"]), " ".join(r["groups"]), " ".join(map(str, r["seeds"])),
+             r["model"], f"{r['seconds']:.0f}", r["failures"], r["date"]) for r in list_runs(args.out)]
+    _table(("run", "task", "defenses", "groups", "seeds", "model", "seconds", "failed", "date"), rows)
+    if not rows:
+        print(f"(no runs in {args.out}/)")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from .leaderboard.report import render_report
+
+    folder = _run_folder(args)
+    print(render_report(folder))
+    print(f"rewrote {folder}/leaderboard.md, leaderboard.csv and plots/")
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -217,7 +325,8 @@ def _world_train(args: argparse.Namespace) -> None:
     print(f"tiny-sd written to {out} ({report['seconds']:.0f} s); checkpoints in {work}")
 
 
-COMMANDS = {"list": cmd_list, "show": cmd_show, "world": cmd_world}
+COMMANDS = {"list": cmd_list, "show": cmd_show, "world": cmd_world, "run": cmd_run, "runs": cmd_runs,
+            "report": cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -137,7 +137,8 @@ def diffusion_loss(
         target = scheduler.get_velocity(latents, noise, timesteps)
     else:
         raise ValueError(f"unknown prediction type {scheduler.config.prediction_type!r}")
-    per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+    dtype = torch.promote_types(pred.dtype, torch.float32)  # fp16 → fp32 for the loss; fp64 stays fp64
+    per_sample = F.mse_loss(pred.to(dtype), target.to(dtype), reduction="none").mean(dim=(1, 2, 3))
     if reduction == "none":
         return per_sample
     if reduction == "mean":

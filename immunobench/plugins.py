@@ -52,6 +52,10 @@ class Defense:
 
     version: ClassVar[str] = ""
     Config: ClassVar[type] = object
+    # Per (backbone, task kind) config overrides: keys "kind", "backbone", "backbone/kind".
+    presets: ClassVar[dict[str, dict]] = {}
+    needs_regularization: ClassVar[bool] = False  # the runner then generates the card's regularization set
+    progress: Any = None  # the runner sets a Progress here; None = quiet
 
     def immunize(self, model: "Backbone", group: "ConceptGroup", data: Any, cfg: Any) -> Immunized:
         raise NotImplementedError
@@ -62,6 +66,8 @@ class Attack:
 
     version: ClassVar[str] = ""
     Config: ClassVar[type] = object
+    presets: ClassVar[dict[str, dict]] = {}
+    progress: Any = None
 
     def adapt(
         self,
@@ -73,6 +79,16 @@ class Attack:
         checkpoints: list[int],
     ) -> Iterator[tuple[int, "Backbone"]]:
         raise NotImplementedError
+
+
+def configure(plugin_cls: type, backbone: str, kind: str, overrides: dict | None = None):
+    """A plugin's config: its defaults, then its presets for the task kind, the backbone and both,
+    then the user's overrides (later wins)."""
+    values: dict = {}
+    for key in (kind, backbone, f"{backbone}/{kind}"):
+        values.update(getattr(plugin_cls, "presets", {}).get(key, {}))
+    values.update(overrides or {})
+    return plugin_cls.Config(**values)
 
 
 class Similarity:

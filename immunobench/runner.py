@@ -1,0 +1,515 @@
+"""The grid runner: ``immunobench run`` crosses defenses × attacks × seeds × groups of one task card.
+
+A cell is (task, group, defense, attack, seed); its stages are artifacts in the content-addressed
+store (``immunobench.store``), each keyed by the keys of its inputs, its config and its plugin's
+version:
+
+    images     base model generations per prompt and seed range (defense, attack, references,
+               regularization sets) — shared by every cell that needs the same prompt and seeds
+    start      the card's start model (UCE erasing the group) — shared by every defense and seed
+    immunize   defense(start model) — absent for ``none``, whose attack is therefore shared by
+               every defense of the grid
+    attack     attack(immunized model) with generations at the checkpoints
+    score      judge scores of one attack's generations (references; paired with the no-defense run)
+
+A run killed at any point (SIGKILL included) resumes from the finished artifacts; a cell that
+fails (NaN loss, out of memory, a plugin's error) is recorded with its reason and the grid goes on.
+
+Seeds: run seed s offsets every image seed by s·100000 and seeds the plugins. Attack images use
+seeds 0–19 (+offset), defense images 1000+, references 3000+, regularization 5000+, evaluation
+10000+: the defense never sees the attacker's images and no evaluation shares initial noise with
+a training image (IMMA/MIMA use disjoint splits).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import threading
+import time
+import traceback
+from dataclasses import asdict, dataclass, field, is_dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .backbones import Backbone, load_backbone
+from .cards import ConceptGroup, TaskCard, get_card
+from .data import ConceptImages, TaskData
+from .diffusion import sample
+from .errors import UserError
+from .plugins import configure, get_attack, get_defense, get_metric, judges_for
+from .progress import Progress
+from .store import DEFAULT_STORE, Store, artifact_key, canonical
+
+SEED_STRIDE = 100_000
+SEED_OFFSETS = {"attack": 0, "defense": 1_000, "references": 3_000, "regularization": 5_000, "eval": 10_000}
+SIMILARITY_ROLES = ("C", "D", "L")
+RESULT_COLUMNS = ["task", "group", "concept", "defense", "attack", "seed", "step", "metric", "value"]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    task: str
+    defenses: tuple[str, ...] = ("mima",)
+    attacks: tuple[str, ...] = ()  # empty = the card's default attacks
+    groups: tuple[str, ...] = ()  # empty = every group of the card
+    seeds: tuple[int, ...] = (0,)
+    model: str = "tiny-sd"
+    device: str = "cpu"
+    out: str = "runs"
+    store: str = str(DEFAULT_STORE)
+    name: str = ""
+    eval_images: int = 0  # 0 = the card's
+    checkpoints: tuple[int, ...] = ()  # empty = the card's
+    report_step: int | None = None  # None = the card's
+    sample_steps: int = 0  # 0 = the backbone's
+    overrides: dict = field(default_factory=dict)  # plugin name → {config field: value}
+    include_paths: tuple[str, ...] = ()
+    allow_pickle: bool = False
+
+
+class CellFailed(Exception):
+    pass
+
+
+class _PeakMemory:
+    """Peak resident memory of this process during a stage (sampled), and CUDA's peak if used."""
+
+    def __init__(self, device: str):
+        self.device, self.peak = device, 0
+        self._stop = threading.Event()
+
+    @staticmethod
+    def _rss() -> int:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:  # not Linux: the process-wide high-water mark
+            import resource
+
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    def _watch(self):
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, self._rss())
+
+    def __enter__(self):
+        self.peak = self._rss()
+        if self.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        self.started = time.time()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.seconds = time.time() - self.started
+        self.peak = max(self.peak, self._rss())
+        self.cost = {"seconds": round(self.seconds, 2), "peak_rss_mb": round(self.peak / 2**20, 1)}
+        if self.device.startswith("cuda"):
+            self.cost["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+
+
+def _to_uint8(x: torch.Tensor) -> torch.Tensor:
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def _from_uint8(x: torch.Tensor) -> torch.Tensor:
+    return x.float() / 127.5 - 1.0
+
+
+def _config_dict(cfg) -> dict:
+    return asdict(cfg) if is_dataclass(cfg) else dict(vars(cfg))
+
+
+class Runner:
+    def __init__(self, cfg: RunConfig, progress: Progress | None = None, log: Callable[[str], None] = print):
+        self.cfg = cfg
+        self.progress = progress or Progress()
+        self.log = log
+        self.store = Store(cfg.store)
+        self.card: TaskCard = get_card(cfg.task, list(cfg.include_paths))
+        if self.card.kind != "relearn":
+            raise UserError(f"task {cfg.task}: kind {self.card.kind!r} runs end to end with the personalization "
+                            "attacks of roadmap step [4/7]; this release runs the re-learning cards "
+                            "(relearn-style, relearn-object)")
+        unknown = [g for g in cfg.groups if g not in self.card.groups]
+        if unknown:
+            raise UserError(f"task {cfg.task}: unknown group {unknown[0]!r}; groups: {', '.join(self.card.groups)}")
+        self.groups = list(cfg.groups or self.card.groups)
+        self.defenses = ["none"] + [d for d in dict.fromkeys(cfg.defenses) if d != "none"]
+        self.attacks = list(cfg.attacks or self.card.attacks)
+        self.report_step = self.card.report_step if cfg.report_step is None else cfg.report_step
+        self.checkpoints = sorted(set(cfg.checkpoints or self.card.checkpoints) | {self.report_step})
+        self.eval_images = cfg.eval_images or self.card.data.eval_images
+        for name in self.defenses:
+            get_defense(name)  # unknown names fail before any work
+        for name in self.attacks:
+            get_attack(name)
+        plugins = {*self.defenses, *self.attacks, self.card.start_model.defense}
+        unknown = sorted(set(cfg.overrides) - plugins)
+        if unknown:
+            raise UserError(f"--set {unknown[0]}.…: {unknown[0]!r} is not a plugin of this run ({', '.join(sorted(p for p in plugins if p))})")
+        self.stats = {"computed": {}, "cached": {}}
+        self.failures: list[dict] = []
+        self.keys: dict[str, list[str]] = {}
+        self.cells: list[dict] = []
+
+    # --- plugins and their configs -------------------------------------------------------
+    def plugin_config(self, cls, name: str):
+        try:
+            return configure(cls, self.model.name, self.card.kind, self.cfg.overrides.get(name))
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"--set {name}.…: {exc}") from exc
+
+    # --- store helpers ---------------------------------------------------------------------
+    def _ensure(self, stage: str, key: str, compute: Callable[[], tuple[dict, dict]]):
+        found = self.store.get(key)
+        if found is not None:
+            self.stats["cached"][stage] = self.stats["cached"].get(stage, 0) + 1
+            self.keys.setdefault(stage, []).append(key)
+            if stage in ("immunize", "attack", "score"):
+                self._stage_bar.advance()
+            return found
+        # A stage is a pure function of its key: plugins that draw from torch's global RNG (peft's
+        # LoRA init, say) get the same state whatever ran before in this process.
+        with _PeakMemory(self.cfg.device) as usage, torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(key[:12], 16))
+            meta, tensors = compute()
+        meta = {"stage": stage, "cost": usage.cost, **meta}
+        done = self.stats["computed"].setdefault(stage, {"count": 0, "seconds": 0.0, "peak_rss_mb": 0.0})
+        done["count"] += 1
+        done["seconds"] = round(done["seconds"] + usage.cost["seconds"], 2)
+        done["peak_rss_mb"] = max(done["peak_rss_mb"], usage.cost["peak_rss_mb"])
+        self.keys.setdefault(stage, []).append(key)
+        art = self.store.put(key, meta, tensors)
+        if stage in ("immunize", "attack", "score"):
+            self._stage_bar.advance()
+        return art
+
+    # --- stages ----------------------------------------------------------------------------
+    def images(self, prompt: str, role: str, count: int, seed: int, model: Backbone | None = None,
+               model_key: str | None = None):
+        model = model or self.model
+        model_key = model_key or self.model.fingerprint
+        seeds = [seed * SEED_STRIDE + SEED_OFFSETS[role] + i for i in range(count)]
+        key = artifact_key("images", model=model_key, prompt=prompt, seeds=seeds, sampler=self.sampler)
+
+        def compute():
+            bar = self.progress.task(f"sample {role} '{prompt}'", total=count)
+            x = sample(model, [prompt] * count, seeds, batch_size=16, on_batch=bar.advance, **self._sampling)
+            return {"prompt": prompt, "role": role, "seeds": seeds}, {"tensors": {"images": _to_uint8(x)}}
+
+        art = self._ensure("images", key, compute)
+        return key, _from_uint8(art.tensors()["images"])
+
+    def start_model(self, group: ConceptGroup) -> tuple[str, Backbone]:
+        spec = self.card.start_model
+        if spec.defense is None:
+            return self.model.fingerprint, self.model
+        cls = get_defense(spec.defense)
+        cfg = self.plugin_config(cls, spec.defense)
+        erased = group if spec.erase == "group" else ConceptGroup(group.task, "all", tuple(self.card.concepts), (), self.card)
+        key = artifact_key("start", model=self.model.fingerprint, card=self.card_hash, targets=erased.targets,
+                           defense=spec.defense, version=cls.version, config=_config_dict(cfg))
+
+        def compute():
+            immunized = cls().immunize(self.model, erased, TaskData(), cfg)
+            return {"defense": spec.defense, "info": immunized.info}, {"unet": immunized.unet, "text_encoder": immunized.text_encoder}
+
+        art = self._ensure("start", key, compute)
+        return key, self.model.with_weights(unet=art.tensors("unet"), text_encoder=art.tensors("text_encoder"))
+
+    def task_data(self, group: ConceptGroup, seed: int) -> tuple[TaskData, dict[str, list[str]]]:
+        data, keys = TaskData(), {"defense": [], "attack": [], "references": [], "regularization": []}
+        spec = self.card.data
+        for c in group.targets:
+            for role, count in (("defense", spec.defense_images), ("attack", spec.attack_images)):
+                prompt = group.prompt(c, phase=role)
+                k, x = self.images(prompt, role, count, seed)
+                setattr_dict = getattr(data, role)
+                setattr_dict[c] = ConceptImages(x, [prompt] * count)
+                keys[role].append(k)
+        for c in self.card.concepts:
+            k, x = self.images(group.prompt(c), "references", self.eval_images, seed)
+            data.references[c] = x
+            keys["references"].append(k)
+        reg = self.card.regularization
+        if any(get_defense(d).needs_regularization for d in self.defenses):
+            prompt = reg.prompt
+            k, x = self.images(prompt, "regularization", reg.images, seed)
+            data.regularization = ConceptImages(x, [prompt] * reg.images)
+            keys["regularization"].append(k)
+        return data, keys
+
+    def immunize(self, defense: str, group: ConceptGroup, seed: int, start_key: str, start: Backbone,
+                 data: TaskData, data_keys: dict) -> tuple[str, Backbone, Any]:
+        from .plugins import Constraints
+
+        if defense == "none":
+            return start_key, start, Constraints()
+        cls = get_defense(defense)
+        cfg = self.plugin_config(cls, defense)
+        if "seed" in _config_dict(cfg):
+            cfg = _replace(cfg, seed=seed)
+        key = artifact_key("immunize", start=start_key, defense=defense, version=cls.version, config=_config_dict(cfg),
+                           data=[data_keys["defense"], data_keys["regularization"]], seed=seed)
+
+        def compute():
+            plugin = cls()
+            plugin.progress = self.progress
+            result = plugin.immunize(start, group, data, cfg)
+            return ({"defense": defense, "info": result.info, "frozen": sorted(result.constraints.frozen)},
+                    {"unet": result.unet, "text_encoder": result.text_encoder})
+
+        art = self._ensure("immunize", key, compute)
+        immunized = start.with_weights(unet=art.tensors("unet"), text_encoder=art.tensors("text_encoder"))
+        return key, immunized, Constraints(frozenset(art.meta.get("frozen", [])))
+
+    def attack(self, attack: str, group: ConceptGroup, seed: int, model_key: str, model: Backbone, constraints,
+               data: TaskData, data_keys: dict):
+        cls = get_attack(attack)
+        cfg = self.plugin_config(cls, attack)
+        if "seed" in _config_dict(cfg):
+            cfg = _replace(cfg, seed=seed)
+        eval_seeds = [seed * SEED_STRIDE + SEED_OFFSETS["eval"] + i for i in range(self.eval_images)]
+        others = [c for c in self.card.concepts if c not in group.targets]
+        key = artifact_key("attack", model=model_key, attack=attack, version=cls.version, config=_config_dict(cfg),
+                           data=data_keys["attack"], seed=seed, checkpoints=self.checkpoints, targets=group.targets,
+                           others=others, eval_seeds=eval_seeds, sampler=self.sampler,
+                           frozen=sorted(constraints.frozen))
+
+        def compute():
+            plugin = cls()
+            plugin.progress = self.progress
+            images, bar = {}, self.progress.task(f"{attack} {group.name}", total=max(self.checkpoints))
+            last = 0
+            for step, adapted in plugin.adapt(model, group, data, cfg, constraints, list(self.checkpoints)):
+                bar.advance(step - last)
+                last = step
+                # targets at every checkpoint (the curves); others at the reporting step (Tab. 5, MRSGR)
+                concepts = list(group.targets) + (others if step == self.report_step else [])
+                prompts = [group.prompt(c) for c in concepts for _ in eval_seeds]
+                x = sample(adapted, prompts, eval_seeds * len(concepts), batch_size=16, **self._sampling)
+                for c, chunk in zip(concepts, x.split(len(eval_seeds))):
+                    images[f"{step}/{c}"] = _to_uint8(chunk)
+            return {"attack": attack, "checkpoints": self.checkpoints, "eval_seeds": eval_seeds}, {"tensors": images}
+
+        art = self._ensure("attack", key, compute)
+        return key, {k: _from_uint8(v) for k, v in art.tensors().items()}
+
+    def score(self, attack_key: str, images: dict, references: dict, ref_keys: list[str]) -> list[dict]:
+        """Per concept and step: similarity to the references (C, D, L) and the judge's top-1 accuracy."""
+        from immunobench.metrics.scores import set_similarity, top1_accuracy
+
+        key = artifact_key("score", attack=attack_key, references=ref_keys, judges=self.judge_versions)
+
+        def compute():
+            rows = []
+            for name, x in images.items():
+                step, concept = name.split("/", 1)
+                for role in SIMILARITY_ROLES:
+                    rows.append({"concept": concept, "step": int(step), "metric": f"sim/{role}",
+                                 "value": set_similarity(self.judges[role], references[concept], x)})
+                acc = top1_accuracy(self.judges["acc"], x, concept)
+                if acc is not None:
+                    rows.append({"concept": concept, "step": int(step), "metric": "acc", "value": acc})
+            return {"rows": rows}, {}
+
+        return self._ensure("score", key, compute).meta["rows"]
+
+    def paired(self, key_with: str, images_with: dict, key_without: str, images_without: dict) -> list[dict]:
+        """Paired similarity M(x^T, x^A) per concept at the reporting step (MRSGR's input)."""
+        from immunobench.metrics.scores import paired_similarity
+
+        key = artifact_key("paired", with_defense=key_with, without=key_without, judges=self.judge_versions)
+        step = self.report_step
+
+        def compute():
+            rows = []
+            for name, x in images_with.items():
+                s, concept = name.split("/", 1)
+                if int(s) != step or name not in images_without:
+                    continue
+                for role in SIMILARITY_ROLES:
+                    rows.append({"concept": concept, "step": step, "metric": f"paired/{role}",
+                                 "value": paired_similarity(self.judges[role], x, images_without[name])})
+            return {"rows": rows}, {}
+
+        return self._ensure("score", key, compute).meta["rows"]
+
+    # --- the grid --------------------------------------------------------------------------
+    def run(self) -> Path:
+        started = time.time()
+        cfg = self.cfg
+        removed = self.store.clean_temporary()
+        if removed:
+            self.log(f"store: removed {removed} unfinished artifact(s) of an interrupted run")
+        self.model = load_backbone(cfg.model, device=cfg.device, allow_pickle=cfg.allow_pickle)
+        self._sampling = {"steps": cfg.sample_steps or self.model.spec.sample_steps,
+                          "guidance_scale": self.model.spec.guidance_scale}
+        self.sampler = {"sampler": "ddim", **self._sampling, "resolution": self.model.resolution}
+        self.card_hash = artifact_key("card", card=self.card.model_dump(mode="json"))
+        names = judges_for(self.model.spec.metric_family)
+        self.judges = {role: get_metric(names[role])(device=cfg.device) for role in (*SIMILARITY_ROLES, "acc")}
+        self.judge_versions = {role: f"{names[role]}@{get_metric(names[role]).version}" for role in self.judges}
+        for name, cls in self._plugins():  # a bad --set fails now, not after an hour of work
+            self.plugin_config(cls, name)
+
+        run_dir = Path(cfg.out) / (cfg.name or f"{cfg.task}-{time.strftime('%Y%m%d-%H%M%S')}")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cells = [(g, d, a, s) for g in self.groups for s in cfg.seeds for a in self.attacks for d in self.defenses]
+        self.log(f"run {run_dir}: task {cfg.task}, {len(self.groups)} group(s) × {len(self.defenses)} defense(s) "
+                 f"{self.defenses} × {len(self.attacks)} attack(s) × {len(cfg.seeds)} seed(s) = {len(cells)} cells; "
+                 f"store {self.store.root}")
+        # the grid's immunize/attack/score stages; images and start models show their own bars
+        self._stage_bar = self.progress.task("grid stages", total=self._count_stages())
+        rows: list[dict] = []
+        for group_name in self.groups:
+            group = self.card.group(group_name)
+            for seed in cfg.seeds:
+                try:
+                    start_key, start = self.start_model(group)
+                    data, data_keys = self.task_data(group, seed)
+                except (UserError, KeyboardInterrupt):
+                    raise
+                except Exception as exc:  # noqa: BLE001 — recorded, the grid goes on
+                    self._fail(group_name, "*", "*", seed, "data/start", exc)
+                    continue
+                for attack in self.attacks:
+                    baseline = None
+                    for defense in self.defenses:
+                        try:
+                            mkey, model, constraints = self.immunize(defense, group, seed, start_key, start, data, data_keys)
+                            akey, images = self.attack(attack, group, seed, mkey, model, constraints, data, data_keys)
+                            cell_rows = self.score(akey, images, data.references, data_keys["references"])
+                            if defense == "none":
+                                baseline = (akey, images)
+                            elif baseline is not None:
+                                cell_rows = cell_rows + self.paired(akey, images, *baseline)
+                        except (UserError, KeyboardInterrupt):
+                            raise
+                        except Exception as exc:  # noqa: BLE001
+                            self._fail(group_name, defense, attack, seed, "cell", exc)
+                            continue
+                        self.cells.append({"group": group_name, "defense": defense, "attack": attack, "seed": seed,
+                                           "targets": list(group.targets), "model_key": mkey, "attack_key": akey,
+                                           "references": dict(zip(self.card.concepts, data_keys["references"]))})
+                        rows += [{"task": cfg.task, "group": group_name, "defense": defense, "attack": attack,
+                                  "seed": seed, **r} for r in cell_rows]
+        self._stage_bar.close()
+        from .leaderboard.results import derive_scores
+
+        results = derive_scores(rows, self.card)
+        self._write(run_dir, results, time.time() - started)
+        return run_dir
+
+    def _plugins(self) -> list[tuple[str, type]]:
+        start = self.card.start_model.defense
+        return ([(d, get_defense(d)) for d in self.defenses] + [(a, get_attack(a)) for a in self.attacks]
+                + ([(start, get_defense(start))] if start else []))
+
+    def _count_stages(self) -> int:
+        # none: attack + score; every other defense: immunize + attack + score + paired score
+        per_attack = 2 + 4 * (len(self.defenses) - 1)
+        return len(self.groups) * len(self.cfg.seeds) * len(self.attacks) * per_attack
+
+    def _fail(self, group, defense, attack, seed, stage, exc: BaseException) -> None:
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
+            reason = f"out of memory: {reason}"
+        self.failures.append({"group": group, "defense": defense, "attack": attack, "seed": seed, "stage": stage,
+                              "reason": reason, "traceback": traceback.format_exc(limit=5)})
+        self.log(f"cell {group}/{defense}/{attack}/seed {seed} failed ({stage}): {reason}; the grid goes on")
+
+    def _write(self, run_dir: Path, results, seconds: float) -> None:
+        from .leaderboard.report import render_report
+
+        results.to_parquet(run_dir / "results.parquet", index=False)
+        manifest = {
+            "command": " ".join(sys.argv),
+            "run": _config_dict(self.cfg),
+            "resolved": {
+                "groups": self.groups, "defenses": self.defenses, "attacks": self.attacks,
+                "checkpoints": self.checkpoints, "report_step": self.report_step,
+                "eval_images": self.eval_images, "seeds": list(self.cfg.seeds),
+                "plugins": {name: {"version": cls.version, "config": _config_dict(self.plugin_config(cls, name))}
+                            for name, cls in self._plugins()},
+                "judges": {role: {"judge": self.judge_versions[role], **self.judges[role].describe()}
+                           for role in self.judges},
+                "sampler": self.sampler,
+            },
+            "groups": {g: self.card.groups[g] for g in self.groups},
+            "cells": self.cells,
+            "task_card": {"name": self.card.task, "path": self.card.path, "hash": self.card_hash,
+                          "version": self.card.metadata.version},
+            "model": self.model.provenance(),
+            "data": {"image_artifacts": sorted(set(self.keys.get("images", [])))},
+            "artifacts": {stage: sorted(set(keys)) for stage, keys in self.keys.items()},
+            "store": str(self.store.root),
+            "code": code_version(),
+            "packages": package_versions(),
+            "host": {"platform": platform.platform(), "python": platform.python_version(),
+                     "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": self.cfg.device},
+            "timings": {"total_seconds": round(seconds, 1), "computed": self.stats["computed"],
+                        "cached": self.stats["cached"]},
+            "failures": self.failures,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+        render_report(run_dir, store=self.store)
+
+
+def _replace(cfg, **changes):
+    from dataclasses import replace
+
+    return replace(cfg, **changes)
+
+
+def code_version() -> dict:
+    import subprocess
+
+    from . import __version__
+
+    root = Path(__file__).resolve().parent.parent
+    info = {"immunobench": __version__}
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if head.returncode == 0:
+            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=5)
+            info.update(git=head.stdout.strip(), dirty=bool(dirty.stdout.strip()))
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+def package_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("torch", "torchvision", "diffusers", "transformers", "peft", "open_clip_torch", "timm", "lpips",
+                "numpy", "pandas", "safetensors"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def list_runs(out: str | Path = "runs") -> list[dict]:
+    runs = []
+    for manifest in sorted(Path(out).glob("*/manifest.json")):
+        m = json.loads(manifest.read_text())
+        runs.append({"run": manifest.parent.name, "task": m["run"]["task"], "defenses": m["resolved"]["defenses"],
+                     "groups": m["resolved"]["groups"], "seeds": m["resolved"]["seeds"], "model": m["model"]["name"],
+                     "date": m["date"], "seconds": m["timings"]["total_seconds"], "failures": len(m["failures"])})
+    return runs
+
+
+__all__ = ["RunConfig", "Runner", "list_runs", "canonical"]

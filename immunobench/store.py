@@ -1,0 +1,107 @@
+"""Content-addressed artifact store: every stage output lives under the hash of its inputs.
+
+A key is the SHA-256 of a canonical JSON of the stage's name, its config, its plugin's version
+and the keys of the artifacts it consumed, so equal inputs give the same key in every run and
+on every machine. An artifact is a folder (tensors as safetensors, the rest as JSON) written
+under a temporary name and renamed into place: it either exists whole or not at all, and a run
+killed at any moment (SIGKILL included) leaves only temporary folders that the next run
+ignores and removes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+DEFAULT_STORE = Path(os.environ.get("IMMUNOBENCH_STORE", Path.home() / ".cache" / "immunobench" / "store"))
+
+
+def canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def artifact_key(stage: str, **inputs: Any) -> str:
+    """Stable key of a stage from everything that determines its output."""
+    return hashlib.sha256(canonical({"stage": stage, **inputs}).encode()).hexdigest()[:32]
+
+
+class Artifact:
+    """A finished artifact: ``meta`` (JSON) and named tensor dicts, loaded lazily."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.meta: dict = json.loads((path / "meta.json").read_text())
+
+    def tensors(self, name: str = "tensors") -> dict[str, torch.Tensor]:
+        from safetensors.torch import load_file
+
+        file = self.path / f"{name}.safetensors"
+        return load_file(file) if file.exists() else {}
+
+
+class Store:
+    def __init__(self, root: str | Path = DEFAULT_STORE):
+        self.root = Path(root)
+        self._tmp = self.root / "tmp"
+
+    def path(self, key: str) -> Path:
+        return self.root / key[:2] / key
+
+    def has(self, key: str) -> bool:
+        return (self.path(key) / "meta.json").exists()
+
+    def get(self, key: str) -> Artifact | None:
+        return Artifact(self.path(key)) if self.has(key) else None
+
+    def put(self, key: str, meta: Mapping[str, Any], tensors: Mapping[str, Mapping[str, torch.Tensor]] = {}) -> Artifact:
+        """Write atomically; if another writer finished the same key first, keep theirs (same inputs)."""
+        from safetensors.torch import save_file
+
+        final = self.path(key)
+        if self.has(key):
+            return Artifact(final)
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        tmp = self._tmp / f"{key}.{uuid.uuid4().hex}"
+        tmp.mkdir()
+        try:
+            for name, group in tensors.items():
+                clean = {k: v.detach().contiguous().cpu() for k, v in group.items()}
+                save_file(clean, tmp / f"{name}.safetensors")
+            (tmp / "meta.json").write_text(json.dumps({"key": key, **meta}, indent=1, default=str))
+            for file in tmp.iterdir():
+                _fsync(file)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                tmp.rename(final)
+            except OSError:  # a concurrent writer won the rename
+                if not self.has(key):
+                    raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return Artifact(final)
+
+    def clean_temporary(self, older_than_s: float = 3600.0) -> int:
+        """Remove leftovers of killed writers (old enough not to be a live writer's); returns how many."""
+        import time
+
+        if not self._tmp.exists():
+            return 0
+        leftovers = [p for p in self._tmp.iterdir() if time.time() - p.stat().st_mtime >= older_than_s]
+        for p in leftovers:
+            shutil.rmtree(p, ignore_errors=True)
+        return len(leftovers)
+
+
+def _fsync(file: Path) -> None:
+    fd = os.open(file, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

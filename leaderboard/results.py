@@ -1,0 +1,54 @@
+"""The results schema (long format) and the group-level scores derived from per-concept rows.
+
+Every row is (task, group, concept, defense, attack, seed, step, metric, value). Per concept:
+``sim/{C,D,L}`` = M(x^r, x) of the generations to the references, ``acc`` = the judge's top-1,
+``paired/{C,D,L}`` = M(x^T, x^A) at the reporting step. Derived per group (concept ``*``):
+``MSGR/{C,D,L}`` at every checkpoint, ``MRSGR/{C,D,L}`` at the reporting step, ``acc/targets``
+at every checkpoint and ``acc/others`` at the reporting step — all from ``metrics.scores``.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from immunobench.metrics.scores import mean_accuracy, mrsgr, msgr
+
+COLUMNS = ["task", "group", "concept", "defense", "attack", "seed", "step", "metric", "value"]
+ROLES = ("C", "D", "L")
+
+
+def derive_scores(rows: list[dict], card) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    if df.empty:
+        return df
+    derived = []
+    for (task, group, attack, seed), cell in df.groupby(["task", "group", "attack", "seed"]):
+        targets = card.groups[group]
+        others = [c for c in (card.others or card.concepts) if c not in targets]
+        base = {"task": task, "group": group, "concept": "*", "attack": attack, "seed": seed}
+        for (defense, step), part in cell.groupby(["defense", "step"]):
+            acc = dict(zip(part.loc[part.metric == "acc", "concept"], part.loc[part.metric == "acc", "value"]))
+            for label, concepts in (("targets", targets), ("others", others)):
+                value = mean_accuracy(acc, concepts) if all(c in acc for c in concepts) else None
+                if value is not None:
+                    derived.append({**base, "defense": defense, "step": step, "metric": f"acc/{label}", "value": value})
+            if defense == "none":
+                continue
+            without = cell[(cell.defense == "none") & (cell.step == step)]
+            for role in ROLES:
+                sim_with = _per_concept(part, f"sim/{role}", targets)
+                sim_without = _per_concept(without, f"sim/{role}", targets)
+                if sim_with and sim_without and len(sim_with) == len(sim_without) == len(targets):
+                    derived.append({**base, "defense": defense, "step": step, "metric": f"MSGR/{role}",
+                                    "value": msgr(sim_without, sim_with)})
+                paired_t = _per_concept(part, f"paired/{role}", targets)
+                paired_o = _per_concept(part, f"paired/{role}", others)
+                if len(paired_t) == len(targets) and len(paired_o) == len(others) and others:
+                    derived.append({**base, "defense": defense, "step": step, "metric": f"MRSGR/{role}",
+                                    "value": mrsgr(paired_t, paired_o)})
+    out = pd.concat([df, pd.DataFrame(derived, columns=COLUMNS)], ignore_index=True)
+    return out.astype({"seed": int, "step": int, "value": float})
+
+
+def _per_concept(part: pd.DataFrame, metric: str, concepts) -> dict[str, float]:
+    sel = part[(part.metric == metric) & part.concept.isin(list(concepts))]
+    return dict(zip(sel.concept, sel.value))

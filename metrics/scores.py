@@ -1,0 +1,72 @@
+"""The leaderboard's scores, exactly as DESIGN.md ("Metrics") and MIMA §5 define them.
+
+M(a, b): a similarity backend's mean over all pairs (cosine for C/D, 1 − LPIPS for L).
+x^r: references, x^A: generations after the attack *without* the defense, x^T: *with* it.
+
+- MSGR = (1/|C|) Σ_n [M(x^r_n, x^A_n) − M(x^r_n, x^T_n)] / M(x^r_n, x^A_n) · 100 (MIMA Eq. 11).
+- MRSGR = (M̄_other − M̄_target) / M̄_other · 100 with M̄_S the mean over S of the *paired*
+  similarity M(x^T_n, x^A_n) — image i of one set against image i of the other, same prompt
+  and seed (MIMA Eq. 12–14).
+- accuracy: top-1 of the classifier judge on a concept's generations (MIMA Tab. 5).
+
+The functions take per-concept numbers so they are checked by hand; ``set_similarity`` and
+``paired_similarity`` turn image sets into those numbers through any ``Similarity``.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+
+
+def set_similarity(metric, a: torch.Tensor, b: torch.Tensor) -> float:
+    """M(a, b): mean over all |a|·|b| pairs."""
+    return float(metric.pairwise(a, b).mean())
+
+
+def paired_similarity(metric, a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean over aligned pairs (a[i], b[i]) — the diagonal of the pairwise matrix."""
+    if len(a) != len(b):
+        raise ValueError(f"paired similarity needs aligned sets, got {len(a)} and {len(b)} images")
+    return float(torch.diagonal(metric.pairwise(a, b)).mean())
+
+
+def msgr(sim_without: Mapping[str, float], sim_with: Mapping[str, float]) -> float:
+    """MSGR in % from per-concept M(x^r, x^A) (``sim_without``) and M(x^r, x^T) (``sim_with``)."""
+    if not sim_without:
+        raise ValueError("MSGR needs at least one target concept")
+    if set(sim_without) != set(sim_with):
+        raise ValueError(f"MSGR: concepts differ: {sorted(sim_without)} vs {sorted(sim_with)}")
+    gaps = []
+    for concept, base in sim_without.items():
+        if abs(base) < 1e-12:
+            raise ValueError(f"MSGR: M(x^r, x^A) is 0 for {concept!r}; the ratio is undefined")
+        gaps.append((base - sim_with[concept]) / base)
+    return 100.0 * sum(gaps) / len(gaps)
+
+
+def mrsgr(paired_targets: Mapping[str, float], paired_others: Mapping[str, float]) -> float:
+    """MRSGR in % from per-concept paired similarities M(x^T_n, x^A_n) of targets and of others."""
+    if not paired_targets or not paired_others:
+        raise ValueError("MRSGR needs target and other concepts")
+    other = sum(paired_others.values()) / len(paired_others)
+    target = sum(paired_targets.values()) / len(paired_targets)
+    if abs(other) < 1e-12:
+        raise ValueError("MRSGR: the others' mean paired similarity is 0; the ratio is undefined")
+    return 100.0 * (other - target) / other
+
+
+def top1_accuracy(classifier, images: torch.Tensor, concept: str) -> float | None:
+    """Share of images the judge labels as ``concept``; None when the judge has no such class."""
+    index = classifier.index_of(concept)
+    if index is None:
+        return None
+    with torch.no_grad():
+        pred = classifier.logits(images).argmax(dim=1)
+    return float((pred == index).float().mean())
+
+
+def mean_accuracy(per_concept: Mapping[str, float | None], concepts: Sequence[str]) -> float | None:
+    """Tab. 5's form: the mean over concepts the judge knows."""
+    values = [per_concept[c] for c in concepts if per_concept.get(c) is not None]
+    return sum(values) / len(values) if values else None

@@ -1,0 +1,142 @@
+"""The runner end to end on the shipped tiny-sd, on a card shrunk to seconds: artifacts, resume
+after SIGKILL, sharing of the no-defense cells, the manifest's provenance and the report files."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from immunobench.cards import get_card
+from immunobench.runner import RunConfig, Runner
+from immunobench.progress import Progress
+from immunobench.store import Store
+
+GROUP = "2c-1"
+
+
+@pytest.fixture(scope="module")
+def small_card(tmp_path_factory) -> Path:
+    """relearn-style with every count shrunk: 2 images per set, checkpoints 0 and 2."""
+    card = get_card("relearn-style").model_dump(mode="json", exclude={"path"})
+    card.update(task="relearn-small", checkpoints=[0, 2], report_step=2,
+                data={"source": "generated", "defense_images": 2, "attack_images": 2, "eval_images": 2},
+                regularization={"prompt": "artwork", "images": 2})
+    path = tmp_path_factory.mktemp("cards") / "relearn-small.yaml"
+    path.write_text(yaml.safe_dump(card, sort_keys=False))
+    return path
+
+
+def _config(card, tmp, defenses=("mima",), name="r1", store="store"):
+    return RunConfig(task=str(card), defenses=defenses, groups=(GROUP,), model="tiny-sd", out=str(tmp / "runs"),
+                     store=str(tmp / store), name=name, sample_steps=2, overrides={"mima": {"steps": 2}})
+
+
+def _cli_args(card, tmp, name, store):
+    return [sys.executable, "-m", "immunobench.cli", "run", "--task", str(card), "--defense", "mima", "--groups", GROUP,
+            "--out", str(tmp / "runs"), "--store", str(tmp / store), "--name", name, "--sample-steps", "2",
+            "--set", "mima.steps=2", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def finished(small_card, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("grid")
+    runner = Runner(_config(small_card, tmp), Progress(False), log=lambda _: None)
+    return tmp, runner, runner.run()
+
+
+def test_run_writes_tables_plots_and_provenance(finished):
+    tmp, runner, run_dir = finished
+    for name in ("manifest.json", "results.parquet", "leaderboard.md", "leaderboard.csv",
+                 "plots/curves.png", "plots/curves.pdf", "plots/msgr_bars.png", f"plots/qualitative-{GROUP}.png"):
+        assert (run_dir / name).is_file(), name
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["resolved"]["defenses"] == ["none", "mima"]
+    assert manifest["model"]["name"] == "tiny-sd" and len(manifest["model"]["fingerprint"]) >= 8
+    assert manifest["packages"]["torch"] and manifest["code"]["immunobench"]
+    # each judge's own preprocessing is recorded
+    for role in ("C", "D", "L", "acc"):
+        judge = manifest["resolved"]["judges"][role]
+        assert judge["judge"].startswith(judge["name"] + "@") and judge["name"].endswith("-world")
+        assert {"mean", "std", "input_range"} <= set(judge["preprocess"])
+    assert manifest["resolved"]["plugins"]["mima"]["config"]["steps"] == 2
+    costs = manifest["timings"]["computed"]
+    assert {"images", "start", "immunize", "attack", "score"} <= set(costs)
+    assert all(c["seconds"] >= 0 and c["peak_rss_mb"] > 0 for c in costs.values())
+
+    results = pd.read_parquet(run_dir / "results.parquet")
+    assert list(results.columns) == ["task", "group", "concept", "defense", "attack", "seed", "step", "metric", "value"]
+    star = results[results.concept == "*"]
+    for metric in ("MSGR/C", "MSGR/D", "MSGR/L", "MRSGR/C", "acc/targets", "acc/others"):
+        assert metric in set(star.metric), metric
+    assert set(results[results.metric == "MSGR/C"].step) == {0, 2}  # the whole curve
+    # at step 0 the none and mima models differ only by immunization: the references are the same
+    table = (run_dir / "leaderboard.md").read_text()
+    assert "MSGR" in table and "mima (lora)" in table and "| CLIP |" in table
+
+
+def test_second_run_recomputes_nothing_and_matches(finished, small_card):
+    tmp, first, run_dir = finished
+    again = Runner(_config(small_card, tmp, name="r2"), Progress(False), log=lambda _: None)
+    run2 = again.run()
+    assert again.stats["computed"] == {}
+    pd.testing.assert_frame_equal(pd.read_parquet(run_dir / "results.parquet"), pd.read_parquet(run2 / "results.parquet"))
+
+
+def test_adding_a_defense_reuses_the_no_defense_cells(finished, small_card):
+    tmp, first, _ = finished
+    more = Runner(_config(small_card, tmp, defenses=("none", "mima", "uce"), name="r3"), Progress(False),
+                  log=lambda _: None)
+    more.run()
+    computed = more.stats["computed"]
+    assert computed["attack"]["count"] == 1 and computed["immunize"]["count"] == 1  # only uce's cell
+    assert "images" not in computed and "start" not in computed
+
+
+def test_sigkill_mid_grid_then_resume_is_identical(small_card, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    reference = subprocess.run(_cli_args(small_card, tmp_path, "ref", "store-ref"), env=env, capture_output=True,
+                               text=True, timeout=900)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+
+    store = Store(tmp_path / "store")
+    proc = subprocess.Popen(_cli_args(small_card, tmp_path, "killed", "store"), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        stages = [json.loads(m.read_text())["stage"] for m in store.root.glob("??/*/meta.json")]
+        if "immunize" in stages:  # the none cell and mima's immunization are done; its attack is running
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the grid finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished_before = {m.parent.name: m.stat().st_mtime_ns for m in store.root.glob("??/*/meta.json")}
+    assert finished_before
+
+    resumed = subprocess.run(_cli_args(small_card, tmp_path, "resumed", "store"), env=env, capture_output=True,
+                             text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    after = {m.parent.name: m.stat().st_mtime_ns for m in store.root.glob("??/*/meta.json")}
+    assert all(after[k] == t for k, t in finished_before.items())  # nothing finished was rewritten
+    manifest = json.loads((tmp_path / "runs" / "resumed" / "manifest.json").read_text())
+    recomputed = sum(v["count"] for v in manifest["timings"]["computed"].values())
+    assert recomputed == len(after) - len(finished_before)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "runs" / "ref" / "results.parquet"),
+                                  pd.read_parquet(tmp_path / "runs" / "resumed" / "results.parquet"))
+
+
+def test_bad_input_is_one_line_exit_2(small_card, tmp_path):
+    from immunobench.cli import main
+
+    assert main(["run", "--task", "relearn-style", "--defense", "mimaa", "--out", str(tmp_path)]) == 2
+    assert main(["run", "--task", "relearn-style", "--groups", "9c-9", "--out", str(tmp_path)]) == 2
+    assert main(["run", "--task", "relearn-style", "--set", "mima.nope=1", "--groups", GROUP,
+                 "--store", str(tmp_path / "s"), "--out", str(tmp_path), "--sample-steps", "1"]) == 2
+    assert main(["run", "--task", "relearn-style", "--set", "zzz.steps=1", "--out", str(tmp_path)]) == 2
+    assert main(["report", "no-such-run", "--out", str(tmp_path)]) == 2

@@ -1,0 +1,46 @@
+"""The content-addressed store: stable keys, atomic writes, leftovers of killed writers ignored."""
+import os
+import time
+
+import torch
+
+from immunobench.store import Store, artifact_key
+
+
+def test_keys_are_stable_and_input_sensitive():
+    a = artifact_key("attack", model="m", config={"lr": 1e-4, "rank": 4}, seed=0)
+    assert a == artifact_key("attack", seed=0, config={"rank": 4, "lr": 1e-4}, model="m")  # order-free
+    assert a != artifact_key("attack", model="m", config={"lr": 1e-4, "rank": 4}, seed=1)
+    assert a != artifact_key("immunize", model="m", config={"lr": 1e-4, "rank": 4}, seed=0)
+
+
+def test_put_get_roundtrip_is_bit_exact(tmp_path):
+    store = Store(tmp_path)
+    t = {"w": torch.randn(3, 4), "u": torch.arange(5, dtype=torch.uint8)}
+    key = artifact_key("x", n=1)
+    assert store.get(key) is None
+    store.put(key, {"info": [1, 2]}, {"tensors": t})
+    art = store.get(key)
+    assert art.meta["info"] == [1, 2] and art.meta["key"] == key
+    back = art.tensors()
+    assert torch.equal(back["w"], t["w"]) and torch.equal(back["u"], t["u"])
+    # a second put of a finished key keeps the first (same inputs → same output)
+    store.put(key, {"info": "other"}, {})
+    assert store.get(key).meta["info"] == [1, 2]
+
+
+def test_unfinished_writes_are_invisible_and_cleaned(tmp_path):
+    store = Store(tmp_path)
+    key = artifact_key("x", n=2)
+    # what a writer killed mid-write leaves: a temporary folder, never the final one
+    leftover = tmp_path / "tmp" / f"{key}.dead"
+    leftover.mkdir(parents=True)
+    (leftover / "tensors.safetensors").write_bytes(b"partial")
+    assert not store.has(key)
+    old = time.time() - 7200
+    os.utime(leftover, (old, old))
+    assert store.clean_temporary() == 1
+    assert not leftover.exists()
+    fresh = tmp_path / "tmp" / f"{key}.live"
+    fresh.mkdir()
+    assert store.clean_temporary() == 0 and fresh.exists()  # a live writer's folder is left alone
