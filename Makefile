@@ -14,12 +14,10 @@ $(INSTALLED): pyproject.toml
 test: $(INSTALLED)
 	$(VENV)/bin/python -m pytest -q
 
+# The main job on the embedded tiny-sd: UCE start model → MIMA → LoRA re-learning → judges, for
+# the two groups the world check uses (all ten take ~25 min on 2 cores; drop --groups for them).
 demo: $(INSTALLED)
-	@echo "immunobench: 'make demo' will run 'immunobench run --defense mima --task relearn-style' on the"
-	@echo "embedded tiny-sd; the runner and MIMA arrive with roadmap issue [3/7] and do not exist yet."
-	@echo "What works today: the embedded world and its premise check (about 10 minutes on 2 cores):"
-	@echo "    .venv/bin/immunobench world check --out /tmp/world-check"
-	@exit 1
+	$(VENV)/bin/immunobench run --defense mima --task relearn-style --groups 2c-1 3c-4
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -231,6 +231,8 @@ def cmd_show(args: argparse.Namespace) -> None:
     if is_dataclass(config):
         rows = [(f.name, repr(f.default), f.metadata.get("help", "")) for f in fields(config)]
         _table(("option", "default", "help"), rows)
+    for key, values in getattr(obj, "presets", {}).items():
+        print(f"preset {key}: " + ", ".join(f"{k}={v!r}" for k, v in values.items()))
 
 
 def _show_backbone(name: str, allow_pickle: bool) -> None:

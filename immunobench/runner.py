@@ -124,7 +124,7 @@ def _from_uint8(x: torch.Tensor) -> torch.Tensor:
 
 
 def _config_dict(cfg) -> dict:
-    return asdict(cfg) if is_dataclass(cfg) else dict(vars(cfg))
+    return asdict(cfg) if is_dataclass(cfg) else dict(getattr(cfg, "__dict__", {}))
 
 
 class Runner:
@@ -193,16 +193,15 @@ class Runner:
         return art
 
     # --- stages ----------------------------------------------------------------------------
-    def images(self, prompt: str, role: str, count: int, seed: int, model: Backbone | None = None,
-               model_key: str | None = None):
-        model = model or self.model
-        model_key = model_key or self.model.fingerprint
+    def images(self, prompt: str, role: str, count: int, seed: int):
+        """Generations of the base model (before the start model's erasure): the concept's own images,
+        as MIMA §5.1 draws the defense's and the attacker's 20 from SD itself."""
         seeds = [seed * SEED_STRIDE + SEED_OFFSETS[role] + i for i in range(count)]
-        key = artifact_key("images", model=model_key, prompt=prompt, seeds=seeds, sampler=self.sampler)
+        key = artifact_key("images", model=self.model.fingerprint, prompt=prompt, seeds=seeds, sampler=self.sampler)
 
         def compute():
             bar = self.progress.task(f"sample {role} '{prompt}'", total=count)
-            x = sample(model, [prompt] * count, seeds, batch_size=16, on_batch=bar.advance, **self._sampling)
+            x = sample(self.model, [prompt] * count, seeds, batch_size=16, on_batch=bar.advance, **self._sampling)
             return {"prompt": prompt, "role": role, "seeds": seeds}, {"tensors": {"images": _to_uint8(x)}}
 
         art = self._ensure("images", key, compute)
@@ -232,8 +231,7 @@ class Runner:
             for role, count in (("defense", spec.defense_images), ("attack", spec.attack_images)):
                 prompt = group.prompt(c, phase=role)
                 k, x = self.images(prompt, role, count, seed)
-                setattr_dict = getattr(data, role)
-                setattr_dict[c] = ConceptImages(x, [prompt] * count)
+                getattr(data, role)[c] = ConceptImages(x, [prompt] * count)
                 keys[role].append(k)
         for c in self.card.concepts:
             k, x = self.images(group.prompt(c), "references", self.eval_images, seed)
@@ -279,7 +277,7 @@ class Runner:
             cfg = _replace(cfg, seed=seed)
         eval_seeds = [seed * SEED_STRIDE + SEED_OFFSETS["eval"] + i for i in range(self.eval_images)]
         others = [c for c in self.card.concepts if c not in group.targets]
-        key = artifact_key("attack", model=model_key, attack=attack, version=cls.version, config=_config_dict(cfg),
+        key = artifact_key("attack", model=model_key, card=self.card_hash, attack=attack, version=cls.version, config=_config_dict(cfg),
                            data=data_keys["attack"], seed=seed, checkpoints=self.checkpoints, targets=group.targets,
                            others=others, eval_seeds=eval_seeds, sampler=self.sampler,
                            frozen=sorted(constraints.frozen))
@@ -399,7 +397,12 @@ class Runner:
                             continue
                         self.cells.append({"group": group_name, "defense": defense, "attack": attack, "seed": seed,
                                            "targets": list(group.targets), "model_key": mkey, "attack_key": akey,
-                                           "references": dict(zip(self.card.concepts, data_keys["references"]))})
+                                           "references": dict(zip(self.card.concepts, data_keys["references"])),
+                                           # what each stage cost when it was computed (also for reused ones)
+                                           "cost": {stage: self.store.get(k).meta.get("cost")
+                                                    for stage, k in (("start", start_key), ("immunize", mkey),
+                                                                     ("attack", akey))
+                                                    if self.store.has(k) and not (stage == "immunize" and k == start_key)}})
                         rows += [{"task": cfg.task, "group": group_name, "defense": defense, "attack": attack,
                                   "seed": seed, **r} for r in cell_rows]
         self._stage_bar.close()

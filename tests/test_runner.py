@@ -140,3 +140,29 @@ def test_bad_input_is_one_line_exit_2(small_card, tmp_path):
                  "--store", str(tmp_path / "s"), "--out", str(tmp_path), "--sample-steps", "1"]) == 2
     assert main(["run", "--task", "relearn-style", "--set", "zzz.steps=1", "--out", str(tmp_path)]) == 2
     assert main(["report", "no-such-run", "--out", str(tmp_path)]) == 2
+
+
+def test_a_failing_cell_is_recorded_and_the_grid_goes_on(finished, small_card):
+    from immunobench.plugins import Defense, DEFENSES, register_defense
+
+    if "diverges" not in DEFENSES:
+        @register_defense("diverges")
+        class Diverges(Defense):
+            """Raises what a NaN loss raises."""
+
+            version = "1"
+
+            def immunize(self, model, group, data, cfg):
+                raise FloatingPointError("outer loss is nan at step 3")
+
+    tmp, _, _ = finished
+    runner = Runner(_config(small_card, tmp, defenses=("diverges", "mima"), name="r4"), Progress(False),
+                    log=lambda _: None)
+    run_dir = runner.run()
+    assert [(f["defense"], f["reason"]) for f in runner.failures] == [
+        ("diverges", "FloatingPointError: outer loss is nan at step 3")]
+    results = pd.read_parquet(run_dir / "results.parquet")
+    assert set(results.defense) == {"none", "mima"}  # the other cells are all there
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["failures"][0]["stage"] == "cell"
+    assert "diverges" in (run_dir / "leaderboard.md").read_text()  # listed under 'Failed cells'

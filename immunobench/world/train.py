@@ -29,7 +29,9 @@ from ..progress import Progress
 
 # tiny-sd: UNet (32, 64) at 64 px over 16×16 latents — measured ~80 ms per batch-8 step on
 # 2 cores, so a 400-step LoRA attack plus sampling stays under a minute (issue [2/7]).
-TINY_SD = SDArchitecture(unet_channels=(32, 64), text_dim=64, text_heads=4, text_layers=3)
+# Cross-attention at both levels: with SD's pattern (none at the lowest) v0 learned to ignore its
+# prompts; measured over 700 steps, text reaches the loss 40% more with both levels.
+TINY_SD = SDArchitecture(unet_channels=(32, 64), text_dim=64, text_heads=4, text_layers=3, cross_attention_levels=2)
 
 
 @dataclass(frozen=True)
@@ -40,9 +42,9 @@ class WorldTrainConfig:
     vae_batch: int = 32
     vae_lr: float = 1e-3
     vae_kl_weight: float = field(default=1e-6, metadata={"help": "β of the KL term, as in SD's VAE (1e-6)"})
-    unet_steps: int = field(default=6000, metadata={"help": "UNet + text encoder steps"})
+    unet_steps: int = field(default=8000, metadata={"help": "UNet + text encoder steps"})
     unet_batch: int = 32
-    unet_lr: float = 4e-4
+    unet_lr: float = 1e-3
     text_lr: float = field(default=1e-3, metadata={"help": "the text encoder learns from scratch, as fast as the UNet"})
     # CLIP initialises token rows with std 0.02, which its pre-LN residual stream drowns: at init
     # "a photo of a church" and "... tench" encode to cosine 0.98 and v0 (trained so) stayed near
