@@ -62,10 +62,10 @@ class MIMAConfig:
 PRESETS: dict[str, dict] = {
     # MIMA App. D: personalization "2e-5 with 500 training steps".
     "personalization": {"outer_lr": 2e-5, "steps": 500},
-    # tiny-sd: a 1.5M-parameter UNet trained at lr 4e-4 moves ~100x less per unit lr than SD; the
-    # inner step must move it as far relative to its weights as SD's does, and the demo must fit
-    # the 15-minute budget. Chosen by the sweep in benchmarks/mima_tiny_sd.py.
-    "tiny-sd": {"outer_lr": 1e-3, "inner_lr": 1e-2, "steps": 60},
+    # tiny-sd: 60 steps keep the demo within 15 minutes on 2 cores; the rates were swept with
+    # benchmarks/mima_tiny_sd.py (relearn-style 2c-1): outer lr 1e-4 immunizes weakly, 1e-3 wrecks
+    # the other concepts too (their accuracy after the attack drops to 0), 3e-4 sits between.
+    "tiny-sd": {"outer_lr": 3e-4, "inner_lr": 1e-2, "steps": 60},
     "tiny-sd/personalization": {"steps": 60},
 }
 
