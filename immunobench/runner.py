@@ -256,7 +256,8 @@ class Runner:
         if "seed" in _config_dict(cfg):
             cfg = _replace(cfg, seed=seed)
         key = artifact_key("immunize", start=start_key, defense=defense, version=cls.version, config=_config_dict(cfg),
-                           data=[data_keys["defense"], data_keys["regularization"]], seed=seed)
+                           data=[data_keys["defense"], data_keys["regularization"] if cls.needs_regularization else []],
+                           seed=seed)
 
         def compute():
             plugin = cls()

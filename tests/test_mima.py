@@ -77,3 +77,17 @@ def test_inner_step_is_differentiated_for_averaged_tensors_too(setup):
     full = torch.autograd.grad(_objective(setup, theta), theta[name])[0]
     stop = torch.autograd.grad(_objective(setup, theta, stop_gradient=True), theta[name])[0]
     assert not torch.allclose(full, stop, rtol=1e-3)
+
+
+def test_paper_defaults_and_presets_resolve_in_order():
+    from immunobench.defenses.mima import MIMA
+    from immunobench.plugins import configure
+
+    sd = configure(MIMA, "sd-v1-4", "relearn")
+    assert (sd.outer_lr, sd.steps) == (3e-5, 300)  # MIMA App. D, re-learning
+    sd_p = configure(MIMA, "sd-v1-4", "personalization")
+    assert (sd_p.outer_lr, sd_p.steps) == (2e-5, 500)  # MIMA App. D, personalization
+    tiny = configure(MIMA, "tiny-sd", "personalization", {"steps": 7})
+    assert (tiny.outer_lr, tiny.steps) == (3e-4, 7)  # backbone preset over kind, user over both
+    with pytest.raises(TypeError):
+        configure(MIMA, "tiny-sd", "relearn", {"no_such_field": 1})

@@ -246,7 +246,8 @@ CLIPTokenizer with SD's BPE vocabulary, DDPM schedule with SD v1's betas), at {c
   Captions use the papers' templates ("an artwork of {{artist}}", "a photo of {{object}}") and variants.
 - training: VAE {cfg['vae_steps']} steps (batch {cfg['vae_batch']}, L1 + MSE + {cfg['vae_kl_weight']}·KL), latent scaling
   factor {report['latent_scaling_factor']:.4f}; UNet + text encoder {cfg['unet_steps']} steps (batch {cfg['unet_batch']},
-  lr {cfg['unet_lr']} / {cfg['text_lr']}, cosine, {cfg['caption_dropout']:.0%} empty captions), seed {cfg['seed']}.
+  lr {cfg['unet_lr']} / {cfg['text_lr']}, cosine, {cfg['caption_dropout']:.0%} empty captions, token rows initialised
+  with std {cfg.get('text_token_std', 0.02)}), seed {cfg['seed']}.
 - ε-loss over the first/last 50 steps: {first:.4f} → {last:.4f}; wall time of the invocation that finished
   the run: {report['seconds']:.0f} s (a resumed run counts only its own part).
 - quality: measured by `immunobench world check` (world_report.md at the repository root).
