@@ -20,10 +20,9 @@ from immunobench.progress import Progress
 from immunobench.runner import RunConfig, Runner
 
 SETTINGS = [  # (outer_lr, inner_lr, steps)
+    (3e-5, 1e-2, 60),
     (1e-4, 1e-2, 60),
     (3e-4, 1e-2, 60),
-    (3e-4, 1e-3, 60),
-    (1e-3, 1e-2, 60),
 ]
 
 
