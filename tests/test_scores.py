@@ -113,3 +113,21 @@ def test_derive_scores_matches_the_formulas():
     assert star[("mima", "acc/others")] == 0.5
     assert ("none", "MSGR/C") not in star.index  # the baseline is its own reference
     assert list(out.columns) == ["task", "group", "concept", "defense", "attack", "seed", "step", "metric", "value"]
+
+
+def test_leaderboard_reports_mean_and_std_over_seeds_and_bolds_the_best():
+    from immunobench.leaderboard.report import leaderboard
+
+    rows = []
+    for defense, values in (("mima", (10.0, 20.0)), ("other", (1.0, 3.0))):
+        for seed, v in enumerate(values):
+            for role in "CDL":
+                rows.append({"task": "t", "group": "2c-1", "concept": "*", "defense": defense, "attack": "lora",
+                             "seed": seed, "step": 400, "metric": f"MSGR/{role}", "value": v})
+    manifest = {"resolved": {"report_step": 400, "groups": ["2c-1"], "seeds": [0, 1]},
+                "run": {"task": "t"}, "model": {"name": "tiny-sd"}, "date": "d", "failures": []}
+    text, tidy = leaderboard(pd.DataFrame(rows), manifest)
+    assert "| mima (lora) | CLIP | **15.00 ± 7.07** | **15.00 ± 7.07** |" in text
+    assert "| other (lora) | CLIP | 2.00 ± 1.41 | 2.00 ± 1.41 |" in text
+    clip = tidy[(tidy.table == "MSGR") & (tidy.metric == "CLIP") & (tidy.defense == "mima") & (tidy.group == "2c-1")]
+    assert clip["mean"].item() == 15.0 and clip["n"].item() == 2
