@@ -112,6 +112,7 @@ class Classifier:
 
 
 # Which judges a metric family uses: C, D, L similarity backends and the accuracy classifier.
+SIMILARITY_ROLES = ("C", "D", "L")  # CLIP, DINO and LPIPS roles of a metric family; "acc" is the classifier
 METRIC_FAMILIES = {
     "real": {"C": "clip", "D": "dino", "L": "lpips", "acc": "resnet50"},
     "world": {"C": "clip-world", "D": "dino-world", "L": "lpips-world", "acc": "classifier-world"},

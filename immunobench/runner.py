@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,14 +40,13 @@ from .cards import ConceptGroup, TaskCard, get_card
 from .data import ConceptImages, TaskData
 from .diffusion import sample
 from .errors import UserError
-from .plugins import configure, get_attack, get_defense, get_metric, judges_for
+from .plugins import SIMILARITY_ROLES, configure, get_attack, get_defense, get_metric, judges_for
 from .progress import Progress
 from .store import DEFAULT_STORE, Store, artifact_key, canonical
 
 SEED_STRIDE = 100_000
 SEED_OFFSETS = {"attack": 0, "defense": 1_000, "references": 3_000, "regularization": 5_000, "eval": 10_000}
-SIMILARITY_ROLES = ("C", "D", "L")
-RESULT_COLUMNS = ["task", "group", "concept", "defense", "attack", "seed", "step", "metric", "value"]
+GRID_STAGES = ("immunize", "attack", "score")  # counted by the grid's progress bar
 
 
 @dataclass(frozen=True)
@@ -169,13 +168,17 @@ class Runner:
 
     # --- store helpers ---------------------------------------------------------------------
     def _ensure(self, stage: str, key: str, compute: Callable[[], tuple[dict, dict]]):
-        found = self.store.get(key)
-        if found is not None:
+        artifact = self.store.get(key)
+        if artifact is None:
+            artifact = self._compute(stage, key, compute)
+        else:
             self.stats["cached"][stage] = self.stats["cached"].get(stage, 0) + 1
-            self.keys.setdefault(stage, []).append(key)
-            if stage in ("immunize", "attack", "score"):
-                self._stage_bar.advance()
-            return found
+        self.keys.setdefault(stage, []).append(key)
+        if stage in GRID_STAGES:
+            self._stage_bar.advance()
+        return artifact
+
+    def _compute(self, stage: str, key: str, compute: Callable[[], tuple[dict, dict]]):
         # A stage is a pure function of its key: plugins that draw from torch's global RNG (peft's
         # LoRA init, say) get the same state whatever ran before in this process.
         with _PeakMemory(self.cfg.device) as usage, torch.random.fork_rng(devices=[]):
@@ -186,11 +189,7 @@ class Runner:
         done["count"] += 1
         done["seconds"] = round(done["seconds"] + usage.cost["seconds"], 2)
         done["peak_rss_mb"] = max(done["peak_rss_mb"], usage.cost["peak_rss_mb"])
-        self.keys.setdefault(stage, []).append(key)
-        art = self.store.put(key, meta, tensors)
-        if stage in ("immunize", "attack", "score"):
-            self._stage_bar.advance()
-        return art
+        return self.store.put(key, meta, tensors)
 
     # --- stages ----------------------------------------------------------------------------
     def images(self, prompt: str, role: str, count: int, seed: int):
@@ -254,7 +253,7 @@ class Runner:
         cls = get_defense(defense)
         cfg = self.plugin_config(cls, defense)
         if "seed" in _config_dict(cfg):
-            cfg = _replace(cfg, seed=seed)
+            cfg = replace(cfg, seed=seed)
         key = artifact_key("immunize", start=start_key, defense=defense, version=cls.version, config=_config_dict(cfg),
                            data=[data_keys["defense"], data_keys["regularization"] if cls.needs_regularization else []],
                            seed=seed)
@@ -275,7 +274,7 @@ class Runner:
         cls = get_attack(attack)
         cfg = self.plugin_config(cls, attack)
         if "seed" in _config_dict(cfg):
-            cfg = _replace(cfg, seed=seed)
+            cfg = replace(cfg, seed=seed)
         eval_seeds = [seed * SEED_STRIDE + SEED_OFFSETS["eval"] + i for i in range(self.eval_images)]
         others = [c for c in self.card.concepts if c not in group.targets]
         key = artifact_key("attack", model=model_key, card=self.card_hash, attack=attack, version=cls.version, config=_config_dict(cfg),
@@ -467,12 +466,6 @@ class Runner:
         }
         (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
         render_report(run_dir, store=self.store)
-
-
-def _replace(cfg, **changes):
-    from dataclasses import replace
-
-    return replace(cfg, **changes)
 
 
 def code_version() -> dict:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-ROLES = ("C", "D", "L")
+from immunobench.plugins import SIMILARITY_ROLES
+
 ROLE_NAMES = {"C": "CLIP", "D": "DINO", "L": "LPIPS (1 − d)"}
 
 
@@ -44,7 +45,7 @@ def render_plots(run_dir: Path, results: pd.DataFrame, manifest: dict, store=Non
     fig, axes = plt.subplots(len(groups), 3, figsize=(12, 3 * len(groups)), squeeze=False)
     for i, group in enumerate(groups):
         part = results[(results.group == group) & (results.concept != "*")]
-        for j, role in enumerate(ROLES):
+        for j, role in enumerate(SIMILARITY_ROLES):
             ax = axes[i][j]
             sims = part[part.metric == f"sim/{role}"]
             targets = manifest.get("groups", {}).get(group)
@@ -71,7 +72,7 @@ def render_plots(run_dir: Path, results: pd.DataFrame, manifest: dict, store=Non
         fig, axes = plt.subplots(1, 3, figsize=(12, 3.2), squeeze=False)
         shown = [d for d in defenses if d != "none"]
         width = 0.8 / max(1, len(shown))
-        for j, role in enumerate(ROLES):
+        for j, role in enumerate(SIMILARITY_ROLES):
             ax = axes[0][j]
             part = at[at.metric == f"MSGR/{role}"]
             for k, defense in enumerate(shown):
@@ -107,24 +108,17 @@ def _qualitative(plots: Path, manifest: dict, store, plt) -> list[Path]:
             continue
         seed, attack = mine[0]["seed"], mine[0]["attack"]
         mine = [c for c in mine if c["seed"] == seed and c["attack"] == attack]
-        columns, missing = [], False
         refs = mine[0]["references"]
-        for concept in mine[0]["targets"]:
-            ref = store.get(refs[concept])
-            if ref is None:
-                missing = True
-                break
-            row = [("reference", ref.tensors()["images"][:3])]
-            for cell in mine:
-                art = store.get(cell["attack_key"])
-                if art is None:
-                    missing = True
-                    break
-                row.append((cell["defense"], art.tensors()[f"{step}/{concept}"][:3]))
-            columns.append((concept, row))
-        if missing:
+        artifacts = [store.get(refs[c]) for c in mine[0]["targets"]] + [store.get(c["attack_key"]) for c in mine]
+        if any(a is None for a in artifacts):
             print(f"plots: the store {store.root} no longer holds {group}'s images; qualitative grid skipped")
             continue
+        generated = [(cell["defense"], art.tensors()) for cell, art in zip(mine, artifacts[len(mine[0]["targets"]):])]
+        columns = []
+        for concept, ref in zip(mine[0]["targets"], artifacts):
+            row = [("reference", ref.tensors()["images"][:3])]
+            row += [(defense, images[f"{step}/{concept}"][:3]) for defense, images in generated]
+            columns.append((concept, row))
         n_cols = len(columns[0][1])
         fig, axes = plt.subplots(len(columns), n_cols, figsize=(2.2 * n_cols, 1.0 * len(columns) + 0.6), squeeze=False)
         for i, (concept, row) in enumerate(columns):

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-ROLES = ("C", "D", "L")
+from immunobench.plugins import SIMILARITY_ROLES
+
 ROLE_NAMES = {"C": "CLIP", "D": "DINO", "L": "LPIPS"}
 
 
@@ -81,10 +82,10 @@ def leaderboard(results: pd.DataFrame, manifest: dict) -> tuple[str, pd.DataFram
              + (" (mean ± std over seeds)" if len(seeds) > 1 else "") + f"; run {manifest['date']}.\n")
     lines, frames = [title], []
 
-    msgr = {ROLE_NAMES[r]: summary_table(defended, f"MSGR/{r}", groups) for r in ROLES}
+    msgr = {ROLE_NAMES[r]: summary_table(defended, f"MSGR/{r}", groups) for r in SIMILARITY_ROLES}
     lines += ["## MSGR (%) ↑ — higher = stronger immunization (MIMA Tab. 1)", ""]
     lines += _markdown_block(msgr, groups, True, 2, "metric") + [""]
-    mrsgr = {ROLE_NAMES[r]: summary_table(defended, f"MRSGR/{r}", groups) for r in ROLES}
+    mrsgr = {ROLE_NAMES[r]: summary_table(defended, f"MRSGR/{r}", groups) for r in SIMILARITY_ROLES}
     if any(not t.empty for t in mrsgr.values()):
         lines += ["## MRSGR (%) ↑ — higher = other concepts stay as adaptable (MIMA Eq. 12)", ""]
         lines += _markdown_block(mrsgr, groups, True, 2, "metric") + [""]

@@ -11,9 +11,9 @@ from __future__ import annotations
 import pandas as pd
 
 from immunobench.metrics.scores import mean_accuracy, mrsgr, msgr
+from immunobench.plugins import SIMILARITY_ROLES
 
 COLUMNS = ["task", "group", "concept", "defense", "attack", "seed", "step", "metric", "value"]
-ROLES = ("C", "D", "L")
 
 
 def derive_scores(rows: list[dict], card) -> pd.DataFrame:
@@ -34,7 +34,7 @@ def derive_scores(rows: list[dict], card) -> pd.DataFrame:
             if defense == "none":
                 continue
             without = cell[(cell.defense == "none") & (cell.step == step)]
-            for role in ROLES:
+            for role in SIMILARITY_ROLES:
                 sim_with = _per_concept(part, f"sim/{role}", targets)
                 sim_without = _per_concept(without, f"sim/{role}", targets)
                 if sim_with and sim_without and len(sim_with) == len(sim_without) == len(targets):

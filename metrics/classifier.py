@@ -41,10 +41,12 @@ class _ClassifierBackend(Backend):
 
     def accuracy(self, images: torch.Tensor, concept: str) -> float:
         """Top-1 accuracy of ``images`` against world concept ``concept`` (ValueError if it has no class)."""
-        index = self.index_of(concept)
-        if index is None:
+        from .scores import top1_accuracy
+
+        value = top1_accuracy(self, images, concept)
+        if value is None:
             raise ValueError(f"{self.name}: no class for concept {concept!r}")
-        return float((self.logits(images).argmax(1) == index).float().mean())
+        return value
 
     def index_of(self, concept: str) -> int | None:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -61,9 +61,7 @@ def top1_accuracy(classifier, images: torch.Tensor, concept: str) -> float | Non
     index = classifier.index_of(concept)
     if index is None:
         return None
-    with torch.no_grad():
-        pred = classifier.logits(images).argmax(dim=1)
-    return float((pred == index).float().mean())
+    return float((classifier.logits(images).argmax(dim=1) == index).float().mean())
 
 
 def mean_accuracy(per_concept: Mapping[str, float | None], concepts: Sequence[str]) -> float | None:

@@ -55,12 +55,9 @@ class _Judges:
         names = judges_for(family)
         self.classifier = get_metric(names["acc"])()
         self.dino = get_metric(names["D"])()
-        self.classes = list(self.classifier.classes)
 
-    @torch.no_grad()
     def accuracy(self, images: torch.Tensor, concept: str) -> float:
-        pred = self.classifier.logits(images).argmax(dim=1)
-        return float((pred == self.classes.index(concept)).float().mean())
+        return self.classifier.accuracy(images, concept)
 
 
 def _generate(model: Backbone, prompts: list[str], seed0: int, n: int) -> list[torch.Tensor]:
