@@ -19,6 +19,18 @@ objects without a preserve set cost the other objects 14–19 points of accuracy
 name and inside the card's prompt (``--add_prompts`` in the original, whose ``type=bool`` flag
 turned on for any string), the guide replaces the concept inside the same sentence, and the
 system is solved with ``torch.linalg.solve`` rather than an explicit inverse.
+
+``rows="concept"`` (default; ``rows="script"`` restores the script) takes the rows the paper's
+c_i and c_j mean: every token row of the erased *name* (the script skips the leading tokens of a
+multi-token name, e.g. "van" of "Van Gogh", each then paired with the guide's last row) and
+*whole* preserved prompts (the script preserves them from their last name token on, so the rows
+of the shared template "a photo of a" are held only by λ). In SD's 768-dimensional text space the
+skipped rows are left alone anyway; in tiny-sd's 64 dimensions the edit moved them, and the other
+objects lost 15–30 points of accuracy (world check, 2026-11-24): with whole prompts, 0–4 points.
+
+Preset: tiny-sd erases styles toward the unconditional guide, because there "an artwork of art"
+draws Van Gogh (12 of 20 generations, 2026-11-24: every training artwork names its artist), so
+"art" cannot erase him.
 """
 from __future__ import annotations
 
@@ -38,21 +50,26 @@ class UCEConfig:
         default=None, metadata={"help": "s_p; None = max(0.1, 1/|preserve|) as train_erase.py"})
     lam: float = field(default=0.5, metadata={"help": "λ, pull towards the original W (train_erase.py)"})
     guide: str | None = field(
-        default=None, metadata={"help": "guide concept; None = 'art' for styles, '' (unconditional) otherwise"})
+        default=None, metadata={"help": "guide concept; None = style_guide for styles, '' (unconditional) otherwise"})
+    style_guide: str = field(default="art", metadata={"help": "guide for styles (train_erase.py: 'art')"})
     preserve: Literal["others", "none"] = field(
         default="others", metadata={"help": "others = the card's other concepts; none = the script's objects"})
+    rows: Literal["concept", "script"] = field(
+        default="concept", metadata={"help": "concept = every row of the erased name, whole preserved prompts; "
+                                             "script = rows from the last name token only, as train_erase.py"})
 
 
 @register_defense("uce")
 class UCE(Defense):
     """Closed-form erasure of the group's concepts in cross-attention K/V (UCE, paper-era script)."""
 
-    version = "2"  # 2: preserve the other concepts for objects too
+    version = "3"  # 2: preserve the other concepts for objects too; 3: rows="concept"
     Config = UCEConfig
+    presets = {"tiny-sd": {"style_guide": ""}}
 
     def immunize(self, model, group, data, cfg: UCEConfig = UCEConfig()) -> Immunized:
         style = group.card.concept_type == "style"
-        guide = cfg.guide if cfg.guide is not None else ("art" if style else "")
+        guide = cfg.guide if cfg.guide is not None else (cfg.style_guide if style else "")
         preserve = cfg.preserve
         erase_pairs = []  # (concept text, guide text) sharing one sentence
         for concept in group.targets:
@@ -65,8 +82,12 @@ class UCE(Defense):
 
 
 @torch.no_grad()
-def _aligned_rows(model, old: list[str], new: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per pair, rows from the last subject token to the end, truncated to a common length."""
+def _aligned_rows(model, old: list[str], new: list[str], whole_name: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per pair, rows from the last subject token to the end, truncated to a common length.
+
+    ``whole_name`` adds the rows of the name's earlier tokens (from the first token where the two
+    sentences differ), each paired with the guide's last row.
+    """
     ids_old, ids_new = tokenize(model, old), tokenize(model, new)
     emb_old, emb_new = model.text_encoder(ids_old)[0], model.text_encoder(ids_new)[0]
     eos = model.tokenizer.eos_token_id
@@ -79,16 +100,28 @@ def _aligned_rows(model, old: list[str], new: list[str]) -> list[tuple[torch.Ten
         length = emb_old.shape[1]
         a = emb_old[i, max(last_old, 0) : length - (farthest - last_old)]
         b = emb_new[i, max(last_new, 0) : length - (farthest - last_new)]
+        if whole_name and last_old > 0:
+            first = int((ids_old[i] != ids_new[i]).nonzero()[0])
+            leading = emb_old[i, first:last_old]
+            a = torch.cat([leading, a])
+            b = torch.cat([emb_new[i, max(last_new, 0)].expand_as(leading), b])
         pairs.append((a, b))
     return pairs
 
 
 @torch.no_grad()
+def _prompt_rows(model, prompts: list[str]) -> list[torch.Tensor]:
+    """All 77 rows of each prompt."""
+    return list(model.text_encoder(tokenize(model, prompts))[0])
+
+
+@torch.no_grad()
 def erase(model, erase_pairs: list[tuple[str, str]], preserve: list[str], cfg: UCEConfig) -> dict[str, torch.Tensor]:
     """The closed-form edit of every ``attn2.to_k/to_v``; returns the new tensors by name."""
-    targets = _aligned_rows(model, [o for o, _ in erase_pairs], [n for _, n in erase_pairs])
+    whole = cfg.rows == "concept"
+    targets = _aligned_rows(model, [o for o, _ in erase_pairs], [n for _, n in erase_pairs], whole_name=whole)
     keep_texts = [*preserve, ""]  # the empty prompt is always preserved (train_erase.py)
-    kept = [a for a, _ in _aligned_rows(model, keep_texts, keep_texts)]
+    kept = _prompt_rows(model, keep_texts) if whole else [a for a, _ in _aligned_rows(model, keep_texts, keep_texts)]
     s_p = cfg.preserve_scale if cfg.preserve_scale is not None else max(0.1, 1.0 / len(keep_texts))
     c = model.text_encoder.config.hidden_size
     eye = torch.eye(c, dtype=torch.float64)

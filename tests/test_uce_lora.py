@@ -27,7 +27,7 @@ def test_uce_maps_targets_to_guide_and_preserves_others(tiny_sd):
         # the concept's last subject token now produces what the guide's did under the original W
         gap_before = (_kv_out(W, target[-2:-1]) - _kv_out(W, guide[-2:-1])).norm()
         gap_after = (_kv_out(W_new, target[-2:-1]) - _kv_out(W, guide[-2:-1])).norm()
-        assert gap_after < 0.35 * gap_before, name
+        assert gap_after < 0.5 * gap_before, name
         # a preserved artist's outputs move less than when the preserve term is left out
         drift_kept = (_kv_out(W_new, keep[-2:-1]) - _kv_out(W, keep[-2:-1])).norm()
         drift_free = (_kv_out(unpreserved[name], keep[-2:-1]) - _kv_out(W, keep[-2:-1])).norm()
@@ -55,3 +55,26 @@ def test_lora_trains_adapters_only_and_honours_frozen_tensors(tiny_sd):
     assert steps == [0, 5, 10]
     for n, p in tiny_sd.unet.named_parameters():  # the attacked model is a copy
         assert torch.equal(p, base[n])
+
+
+def test_uce_concept_rows_hold_the_template_and_erase_every_name_token(tiny_sd):
+    """rows="concept": preserved prompts are held whole (template rows included) and a multi-token
+    name's leading rows are erased too; rows="script" (train_erase.py) does neither."""
+    group = get_card("relearn-style").group("3c-4")  # Van Gogh, Claude Monet, Pablo Picasso
+    uce = get_defense("uce")
+    W0 = {n: p.detach() for n, p in tiny_sd.unet.named_parameters()}
+    concept = uce().immunize(tiny_sd, group, None, uce.Config(rows="concept")).unet
+    script = uce().immunize(tiny_sd, group, None, uce.Config(rows="script")).unet
+    n_prefix = len(tiny_sd.tokenizer("an artwork of").input_ids) - 2
+    kept, target, guide = diffusion.token_embeddings(
+        tiny_sd, ["an artwork of Kirbi Fagan", "an artwork of Van Gogh", "an artwork of art"])
+    template, van = kept[:n_prefix], target[n_prefix : n_prefix + 1]  # "van": not the last name token
+    for name in concept:
+        W = W0[name]
+        template_moved = {rows: (_kv_out(edit[name], template) - _kv_out(W, template)).norm()
+                          for rows, edit in (("concept", concept), ("script", script))}
+        assert template_moved["concept"] < 0.75 * template_moved["script"], name
+        van_gap = {rows: (_kv_out(edit[name], van) - _kv_out(W, guide[-2:-1])).norm()
+                   for rows, edit in (("concept", concept), ("script", script))}
+        van_gap_before = (_kv_out(W, van) - _kv_out(W, guide[-2:-1])).norm()
+        assert van_gap["concept"] < min(0.5 * van_gap_before, van_gap["script"]), name

@@ -26,7 +26,7 @@ from ..backbones import Backbone, load_backbone
 from ..cards import ConceptGroup, get_card
 from ..data import ConceptImages, TaskData
 from ..diffusion import sample
-from ..plugins import get_attack, get_defense, get_metric, judges_for
+from ..plugins import configure, get_attack, get_defense, get_metric, judges_for
 from ..progress import Progress
 
 # Seeds of generated images: the attacker's 20 and the evaluation's are disjoint (IMMA's split).
@@ -131,7 +131,7 @@ def world_check(out: str | Path = ".", n_eval: int = 10, relearn_step: int | Non
         base_acc = details["generation"][task]
         for name in group_names:
             group = card.group(name)
-            erased = model.with_weights(unet=uce().immunize(model, group, None, uce.Config()).unet)
+            erased = model.with_weights(unet=uce().immunize(model, group, None, configure(uce, model.name, card.kind)).unet)
             acc = _accuracies(erased, judges, group, list(card.concepts), n_eval)
             target_acc = sum(acc[c] for c in group.targets) / len(group.targets)
             # Table 5's form: the mean accuracy over the other concepts, before and after erasure
@@ -147,7 +147,7 @@ def world_check(out: str | Path = ".", n_eval: int = 10, relearn_step: int | Non
                                                          ATTACK_SEEDS.start, len(ATTACK_SEEDS)))
             })
             relearned, at = {}, relearn_step or card.report_step
-            for step, adapted in lora().adapt(erased, group, data, lora.Config(), checkpoints=[at]):
+            for step, adapted in lora().adapt(erased, group, data, configure(lora, model.name, card.kind), checkpoints=[at]):
                 relearned = _accuracies(adapted, judges, group, list(group.targets), n_eval)
             value = sum(relearned.values()) / len(relearned)
             targets.append(Target(f"{task} {name}: accuracy after LoRA re-learning, step {at}", value, 0.60, ">="))
@@ -167,7 +167,8 @@ def world_check(out: str | Path = ".", n_eval: int = 10, relearn_step: int | Non
         data = TaskData(attack={instance: ConceptImages(refs, [prompt] * len(refs))})
         single = ConceptGroup(group.task, group.name, (instance,), (), card)
         sims = {}
-        for step, adapted in lora().adapt(model, single, data, lora.Config(), checkpoints=[0, personal_step]):
+        for step, adapted in lora().adapt(model, single, data, configure(lora, model.name, card.kind),
+                                          checkpoints=[0, personal_step]):
             gen = _generate(adapted, [single.prompt(instance)], EVAL_SEED0, n_eval)[0]
             sims[step] = float(judges.dino.pairwise(gen, refs).mean())
             if step == personal_step:
