@@ -8,9 +8,9 @@ Latents and text embeddings are computed once per dataset (the VAE and text enco
 A constraint's frozen tensors get no LoRA update: their adapters stay at zero (B = 0).
 
 Preset: on tiny-sd the attacker's lr is 1e-3. The papers attack SD at its own pre-training lr
-(SD v1: 1e-4; LoRA 1e-4); tiny-sd was pre-trained at 1e-3. Measured 2026-11-24 (world check,
-UCE start models): at 1e-4 LoRA re-learned only 0.50 of relearn-style 3c-4 and of both object
-groups by step 400, mostly drawing one target for all of them; at 1e-3, 0.80–1.00.
+(SD v1: 1e-4; LoRA 1e-4); tiny-sd was pre-trained at 1e-3. Measured 2026-11-24
+(benchmarks/relearn_lr.py, the world check's UCE start models): at 1e-4 LoRA re-learned 0.23–0.50
+of each group by step 400, often drawing one target for all of them; at 1e-3, 0.73–1.00.
 """
 from __future__ import annotations
 

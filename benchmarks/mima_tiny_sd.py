@@ -22,7 +22,10 @@ from immunobench.runner import RunConfig, Runner
 SETTINGS = [  # (outer_lr, inner_lr, steps)
     (3e-5, 1e-2, 60),
     (1e-4, 1e-2, 60),
+    (2e-4, 1e-2, 60),
     (3e-4, 1e-2, 60),
+    (1e-4, 1e-1, 60),
+    (2e-4, 1e-1, 60),
 ]
 
 

@@ -62,11 +62,14 @@ class MIMAConfig:
 PRESETS: dict[str, dict] = {
     # MIMA App. D: personalization "2e-5 with 500 training steps".
     "personalization": {"outer_lr": 2e-5, "steps": 500},
-    # tiny-sd: 60 steps keep the demo within 15 minutes on 2 cores; the outer rate was swept with
-    # benchmarks/mima_tiny_sd.py (relearn-style 2c-1, results/mima_tiny_sd.json): 3e-5 barely
-    # immunizes (target accuracy after LoRA 0.81 vs 0.94 undefended), 1e-4 does (0.19) with the
-    # others intact (0.98 vs 0.85), 3e-4 wrecks the others too (0.42).
-    "tiny-sd": {"outer_lr": 1e-4, "inner_lr": 1e-2, "steps": 60},
+    # tiny-sd: 60 steps keep the demo within 15 minutes on 2 cores; the rates were swept with
+    # benchmarks/mima_tiny_sd.py (relearn-style 2c-1 against LoRA at tiny-sd's lr 1e-3;
+    # results/mima_tiny_sd.json) and chosen as the paper chose its own: the best MSGR–MRSGR balance.
+    # Target accuracy after LoRA (undefended 1.00) / others (undefended 0.73): outer 1e-4 → 1.00 /
+    # 0.67, 2e-4 → 0.81 / 0.65, 3e-4 → 0.12 / 0.38 (highest MSGR in C, D, L and MRSGR in C, L).
+    # The inner lr barely matters (1e-2 vs 1e-1). No setting protects the targets without costing
+    # the others: a finding, reported in the README.
+    "tiny-sd": {"outer_lr": 3e-4, "inner_lr": 1e-2, "steps": 60},
     "tiny-sd/personalization": {"steps": 60},
 }
 

@@ -78,3 +78,13 @@ def test_uce_concept_rows_hold_the_template_and_erase_every_name_token(tiny_sd):
                    for rows, edit in (("concept", concept), ("script", script))}
         van_gap_before = (_kv_out(W, van) - _kv_out(W, guide[-2:-1])).norm()
         assert van_gap["concept"] < min(0.5 * van_gap_before, van_gap["script"]), name
+
+
+def test_tiny_sd_presets_leave_the_papers_settings_for_sd():
+    from immunobench.plugins import configure
+
+    uce, lora = get_defense("uce"), get_attack("lora")
+    sd = "CompVis/stable-diffusion-v1-4"
+    assert configure(uce, sd, "relearn").style_guide == "art" and configure(lora, sd, "relearn").lr == 1e-4
+    assert configure(uce, "tiny-sd", "relearn").style_guide == "" and configure(lora, "tiny-sd", "relearn").lr == 1e-3
+    assert configure(lora, "tiny-sd", "relearn", {"lr": 1e-4}).lr == 1e-4  # --set still wins
