@@ -1,5 +1,4 @@
 """The leaderboard's formulas on hand-built inputs with known answers (DESIGN.md "Metrics")."""
-import math
 
 import pandas as pd
 import pytest
