@@ -15,8 +15,8 @@ from pathlib import Path
 
 from immunobench.backbones import load_backbone
 from immunobench.cards import get_card
-from immunobench.plugins import configure, discover, get_attack, get_defense
-from immunobench.world.check import RELEARN_GROUPS, _Judges, relearn
+from immunobench.plugins import configure, discover, get_attack
+from immunobench.world.check import RELEARN_GROUPS, _Judges, attack_data, relearn, uce_erased
 
 
 def main() -> None:
@@ -28,17 +28,17 @@ def main() -> None:
     discover()
     model = load_backbone("tiny-sd")
     judges = _Judges(model.spec.metric_family)
-    uce, lora = get_defense("uce"), get_attack("lora")
+    lora = get_attack("lora")
     rows = []
     for task, group_names in RELEARN_GROUPS.items():
         card = get_card(task)
         for name in group_names:
             group = card.group(name)
-            erased = model.with_weights(unet=uce().immunize(model, group, None, configure(uce, model.name, card.kind)).unet)
+            erased, data = uce_erased(model, group), attack_data(model, group)
             for lr in args.lr:
                 started = time.time()
                 cfg = configure(lora, model.name, card.kind, {"lr": lr})
-                acc = relearn(model, erased, judges, group, cfg, card.report_step, args.n_eval)
+                acc = relearn(erased, data, judges, group, cfg, card.report_step, args.n_eval)
                 rows.append({"task": task, "group": name, "lr": lr, "step": card.report_step,
                              "accuracy": round(sum(acc.values()) / len(acc), 3),
                              "per_concept": {c: round(v, 2) for c, v in acc.items()},
