@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -143,11 +143,19 @@ def load_backbone(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     allow_pickle: bool = False,
+    folder: str | Path | None = None,
 ) -> Backbone:
+    """Load a backbone by registered name, hub id or local folder.
+
+    ``folder`` keeps a registered name's spec (sampler, judges, plugin presets) over other weights of
+    the same model, e.g. tiny-sd retrained by ``immunobench world train --out DIR``.
+    """
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
     name, spec = resolve_spec(name_or_path)
+    if folder is not None:
+        spec = replace(spec, source=str(folder), revision=None, missing_hint="pass a folder in the diffusers layout")
     folder = locate_folder(spec, allow_pickle=allow_pickle)
     _check_layout(folder, name, allow_pickle)
     kw = dict(use_safetensors=None if allow_pickle else True, torch_dtype=dtype)

@@ -55,9 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for the judge weights (default: the package's embedded weights/judges)")
     p.add_argument("--seed", type=int, default=0)
     p = world_sub.add_parser("check", parents=[common],
-                             help="measure the papers' premise on the shipped weights; writes world_report.md/.json")
+                             help="measure the papers' premise on the shipped (or --weights) tiny-sd; writes world_report.md/.json")
     p.add_argument("--out", default=".", help="folder for world_report.md, world_report.json and the image grids")
     p.add_argument("--n-eval", type=int, default=10, help="generations per concept and measurement")
+    p.add_argument("--weights", help="tiny-sd weights to check instead of the shipped ones (a `world train --out` folder)")
 
     p = sub.add_parser("run", parents=[common], help="immunize, attack and measure a grid; writes a leaderboard")
     p.add_argument("--task", required=True, help="a task card name (see `immunobench list tasks`) or a card file")
@@ -297,7 +298,7 @@ def cmd_world(args: argparse.Namespace) -> None:
 
         if args.n_eval < 1:
             raise UserError(f"--n-eval must be >= 1, got {args.n_eval}")
-        report = world_check(args.out, n_eval=args.n_eval)
+        report = world_check(args.out, n_eval=args.n_eval, weights=args.weights)
         missed = [t["name"] for t in report["targets"] if not t["met"]]
         print(f"world check: {len(report['targets']) - len(missed)}/{len(report['targets'])} targets met "
               f"in {report['seconds']:.0f} s; report in {args.out}/world_report.md")

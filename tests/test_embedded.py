@@ -34,6 +34,30 @@ def test_tiny_sd_loads_through_the_sd_loader_and_samples_deterministically():
     assert torch.equal(a, b)
 
 
+def test_retrained_weights_keep_the_tiny_sd_spec(tmp_path):
+    """`world check --weights DIR` checks a `world train --out DIR` copy with tiny-sd's judges and presets."""
+    import shutil
+    import subprocess
+    import sys
+
+    import pytest
+
+    from immunobench.errors import BackboneError
+
+    copy = tmp_path / "retrained"
+    shutil.copytree(EMBEDDED_WEIGHTS / "tiny-sd", copy)
+    shipped, retrained = load_backbone("tiny-sd"), load_backbone("tiny-sd", folder=copy)
+    assert retrained.name == "tiny-sd" and retrained.folder == copy
+    assert retrained.spec.metric_family == "world" and retrained.spec.guidance_scale == shipped.spec.guidance_scale
+    assert retrained.fingerprint == shipped.fingerprint  # content, not paths
+    with pytest.raises(BackboneError, match="no such folder"):
+        load_backbone("tiny-sd", folder=tmp_path / "missing")
+    r = subprocess.run([sys.executable, "-m", "immunobench.cli", "world", "check", "--weights", str(tmp_path / "missing"),
+                        "--out", str(tmp_path / "report")], capture_output=True, text=True)
+    assert r.returncode == 2 and "no such folder" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
 def test_committed_world_report_is_well_formed():
     report = json.loads((ROOT / "world_report.json").read_text())
     assert report["targets"]
@@ -49,8 +73,10 @@ def test_check_targets_apply_their_direction():
     assert Target("a", 0.95, 0.95, ">=").met and not Target("a", 0.949, 0.95, ">=").met
     assert Target("b", 0.2, 0.2, "<=").met and not Target("b", 0.21, 0.2, "<=").met
     report = {"date": "2026-11-24", "model": {"name": "tiny-sd", "fingerprint": "x"}, "seconds": 1.0,
-              "all_met": False, "targets": [vars(Target("b", 0.21, 0.2, "<="))]}
-    assert "| b | 0.210 | <= 0.2 | **no** |" in _markdown(report)
+              "all_met": False, "targets": [vars(Target("b", 0.21, 0.2, "<="))], "settings": {"weights": "shipped"}}
+    assert "| b | 0.210 | <= 0.2 | **no** |" in _markdown(report) and "weights `" not in _markdown(report)
+    report["settings"]["weights"] = "/tmp/retrained"
+    assert "weights `/tmp/retrained`" in _markdown(report)
 
 
 def test_world_check_runs_end_to_end_and_writes_the_report(tmp_path):

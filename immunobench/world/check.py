@@ -102,9 +102,11 @@ def _grid(images: list[torch.Tensor], path: Path) -> None:
 
 
 def world_check(out: str | Path = ".", n_eval: int = 10, relearn_step: int | None = None, personal_step: int = 200,
-                model_name: str = "tiny-sd", progress: Progress | None = None,
+                model_name: str = "tiny-sd", weights: str | Path | None = None, progress: Progress | None = None,
                 log: Callable[[str], None] = print) -> dict:
     """Measure every target; ``relearn_step`` defaults to the card's reporting step (LoRA step 400).
+
+    ``weights`` checks another copy of the model (a ``world train --out`` folder) under tiny-sd's spec.
 
     Smaller ``n_eval``/steps only make a fast smoke run of this code; the report records them.
     """
@@ -113,7 +115,7 @@ def world_check(out: str | Path = ".", n_eval: int = 10, relearn_step: int | Non
     grids = out / "world_check"
     grids.mkdir(parents=True, exist_ok=True)
     progress = progress or Progress()
-    model = load_backbone(model_name)
+    model = load_backbone(model_name, folder=weights)
     judges = _Judges(model.spec.metric_family)
     targets: list[Target] = []
     details: dict = {}
@@ -199,7 +201,8 @@ def world_check(out: str | Path = ".", n_eval: int = 10, relearn_step: int | Non
         "targets": [asdict(t) for t in targets],
         "all_met": all(t.met for t in targets),
         "details": details,
-        "settings": {"n_eval": n_eval, "relearn_step": relearn_step or "card report step", "personal_step": personal_step},
+        "settings": {"n_eval": n_eval, "relearn_step": relearn_step or "card report step", "personal_step": personal_step,
+                     "weights": str(weights) if weights else "shipped"},
         "seconds": round(time.time() - started, 1),
         "date": time.strftime("%Y-%m-%d"),
     }
@@ -208,9 +211,14 @@ def world_check(out: str | Path = ".", n_eval: int = 10, relearn_step: int | Non
     return report
 
 
+def _weights_note(report: dict) -> str:
+    weights = report["settings"].get("weights", "shipped")
+    return "" if weights == "shipped" else f"weights `{weights}`, "
+
+
 def _markdown(report: dict) -> str:
     lines = [f"# World check — {report['date']}", "",
-             f"Model `{report['model']['name']}` (fingerprint {report['model']['fingerprint']}); "
+             f"Model `{report['model']['name']}` ({_weights_note(report)}fingerprint {report['model']['fingerprint']}); "
              f"{report['seconds']:.0f} s on this machine. All targets met: **{report['all_met']}**.", "",
              "| target | value | threshold | met |", "|---|---|---|---|"]
     for t in report["targets"]:
