@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vae-steps", type=int)
     p.add_argument("--images-per-concept", type=int)
     p.add_argument("--seed", type=int)
+    p.add_argument("--unattributed-art", type=float, help="share of artworks captioned without their artist (default 0)")
 
     p = world_sub.add_parser("train-judges", parents=[common],
                              help="train the offline judges (classifier, CLIP, DINO, LPIPS roles) on the world")
@@ -314,15 +315,19 @@ def _world_train(args: argparse.Namespace) -> None:
     from .world.train import WorldTrainConfig, pretraining_examples, train_world_model, write_model_card
 
     overrides = {"unet_steps": args.unet_steps, "vae_steps": args.vae_steps,
-                 "images_per_concept": args.images_per_concept, "seed": args.seed}
+                 "images_per_concept": args.images_per_concept, "seed": args.seed,
+                 "unattributed_art": args.unattributed_art}
     for name, value in overrides.items():
         if value is not None and value < 0:
             raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+    if args.unattributed_art is not None and args.unattributed_art > 1:
+        raise UserError(f"--unattributed-art is a share in [0, 1], got {args.unattributed_art}")
     cfg = WorldTrainConfig(**{k: v for k, v in overrides.items() if v is not None})
     out = Path(args.out) if args.out else EMBEDDED_WEIGHTS / "tiny-sd"
     work = Path(args.work) if args.work else Path.home() / ".cache" / "immunobench" / "world-train"
     progress = Progress()
-    examples = pretraining_examples(cfg.images_per_concept, cfg.seed, cfg.arch.resolution, progress)
+    examples = pretraining_examples(cfg.images_per_concept, cfg.seed, cfg.arch.resolution, progress,
+                                    cfg.unattributed_art)
     report = train_world_model(examples, out, work, cfg, progress)
     write_model_card(out, report)
     print(f"tiny-sd written to {out} ({report['seconds']:.0f} s); checkpoints in {work}")

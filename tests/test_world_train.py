@@ -79,3 +79,21 @@ def test_training_resumes_where_it_stopped(tmp_path):
     a = load_backbone(str(tmp_path / "a")).unet.state_dict()
     b = load_backbone(str(tmp_path / "b")).unet.state_dict()
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_unattributed_art_changes_only_artwork_captions():
+    from immunobench.world.concepts import PRETRAINING, get_concept
+    from immunobench.world.train import UNATTRIBUTED_ART_CAPTIONS, pretraining_examples
+
+    kinds = [get_concept(c).kind for c in PRETRAINING for _ in range(4)]
+    names = [get_concept(c).name for c in PRETRAINING for _ in range(4)]
+    named = pretraining_examples(4)
+    assert all(name in text for (_, text), kind, name in zip(named, kinds, names) if kind == "style")
+    generic = pretraining_examples(4, unattributed_art=1.0)
+    for (img_a, text_a), (img_b, text_b), kind in zip(named, generic, kinds):
+        assert np.array_equal(img_a, img_b)  # the same images: a cached VAE stays valid
+        assert (text_b in UNATTRIBUTED_ART_CAPTIONS) if kind == "style" else (text_b == text_a)
+    half = pretraining_examples(4, unattributed_art=0.5)
+    assert [t for _, t in half] == [t for _, t in pretraining_examples(4, unattributed_art=0.5)]
+    share = np.mean([t in UNATTRIBUTED_ART_CAPTIONS for (_, t), k in zip(half, kinds) if k == "style"])
+    assert 0.2 < share < 0.8

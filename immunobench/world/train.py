@@ -51,6 +51,10 @@ class WorldTrainConfig:
     # 0.97, so the UNet ignored its prompts. Rows of std 1 start distinct (cosine 0.86).
     text_token_std: float = field(default=1.0, metadata={"help": "std of the initial token embedding rows"})
     caption_dropout: float = field(default=0.1, metadata={"help": "share of empty captions, for CFG"})
+    # World v1 names the artist on every artwork, so a generic artwork is whichever artist a run
+    # settles on and UCE turns erased artists into that one (benchmarks/results/world_retrain).
+    # A share of artist-free captions makes "an artwork" a mixture of styles, as "art" is in SD.
+    unattributed_art: float = field(default=0.0, metadata={"help": "share of artworks captioned without their artist"})
     checkpoint_every: int = 250
     seed: int = 0
 
@@ -164,18 +168,32 @@ def train_unet(components: dict, latents: torch.Tensor, captions: list[str], cfg
     return losses
 
 
+UNATTRIBUTED_ART_CAPTIONS = ("an artwork", "a painting", "a work of art", "art")
+
+
 def pretraining_examples(images_per_concept: int, seed: int = 0, size: int = 64,
-                         progress: Progress | None = None) -> list[Example]:
-    """Rendered (image, caption) pairs of every concept except the held-out personal instances."""
+                         progress: Progress | None = None, unattributed_art: float = 0.0) -> list[Example]:
+    """Rendered (image, caption) pairs of every concept except the held-out personal instances.
+
+    ``unattributed_art`` of the artworks (chosen per image, deterministically) get an artist-free
+    caption from ``UNATTRIBUTED_ART_CAPTIONS``; the images are the same either way.
+    """
     from .captions import caption
-    from .concepts import PRETRAINING
+    from .concepts import PRETRAINING, get_concept
     from .render import render
+    from .rng import stream
 
     task = (progress or Progress(False)).task("render world", total=len(PRETRAINING) * images_per_concept)
     examples = []
     for concept in PRETRAINING:
+        is_art = get_concept(concept).kind == "style"
         for i in range(images_per_concept):
-            examples.append((render(concept, i, seed, size), caption(concept, i, seed)))
+            text = caption(concept, i, seed)
+            if is_art and unattributed_art > 0:
+                rng = stream("unattributed", concept, i, seed)
+                if rng.random() < unattributed_art:
+                    text = UNATTRIBUTED_ART_CAPTIONS[int(rng.integers(len(UNATTRIBUTED_ART_CAPTIONS)))]
+            examples.append((render(concept, i, seed, size), text))
             task.advance()
     return examples
 
@@ -243,7 +261,8 @@ CLIPTokenizer with SD's BPE vocabulary, DDPM schedule with SD v1's betas), at {c
 - architecture: {json.dumps(cfg['arch'])}
 - data: the rendered concept world, {report['examples']} images ({cfg['images_per_concept']} per concept) of every
   style, object class and personal-instance *category*; the 13 personal instances are held out.
-  Captions use the papers' templates ("an artwork of {{artist}}", "a photo of {{object}}") and variants.
+  Captions use the papers' templates ("an artwork of {{artist}}", "a photo of {{object}}") and variants;
+  {cfg.get('unattributed_art', 0.0):.0%} of the artworks are captioned without their artist ("an artwork", "a painting", ...).
 - training: VAE {cfg['vae_steps']} steps (batch {cfg['vae_batch']}, L1 + MSE + {cfg['vae_kl_weight']}·KL), latent scaling
   factor {report['latent_scaling_factor']:.4f}; UNet + text encoder {cfg['unet_steps']} steps (batch {cfg['unet_batch']},
   lr {cfg['unet_lr']} / {cfg['text_lr']}, cosine, {cfg['caption_dropout']:.0%} empty captions, token rows initialised
