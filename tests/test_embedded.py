@@ -79,11 +79,30 @@ def test_check_targets_apply_their_direction():
     assert "weights `/tmp/retrained`" in _markdown(report)
 
 
-def test_world_check_runs_end_to_end_and_writes_the_report(tmp_path):
+def test_world_check_runs_end_to_end_and_writes_the_report(tmp_path, monkeypatch):
     """A fast smoke run (2 images, 2 attack steps): the code path of `immunobench world check`."""
-    from immunobench.world.check import world_check
+    from immunobench.plugins import get_attack
+    from immunobench.world import check
+    from immunobench.world.check import PERSONAL_INSTANCES, world_check
 
+    generated, personalized = set(), set()
+    generate, lora = check._generate, get_attack("lora")
+    adapt = lora.adapt
+
+    def recording_generate(model, prompts, seed0, n):
+        generated.update(prompts)
+        return generate(model, prompts, seed0, n)
+
+    def recording_adapt(self, model, group, data, *args, **kwargs):
+        if set(data.attack) <= set(PERSONAL_INSTANCES):
+            personalized.update(p for images in data.attack.values() for p in images.prompts)
+        return adapt(self, model, group, data, *args, **kwargs)
+
+    monkeypatch.setattr(check, "_generate", recording_generate)
+    monkeypatch.setattr(lora, "adapt", recording_adapt)
     report = world_check(tmp_path, n_eval=2, relearn_step=2, personal_step=2, log=lambda _: None)
+    # a personalized instance is judged on the prompt LoRA learned it under (castle was not, before)
+    assert len(personalized) == len(PERSONAL_INSTANCES) and personalized <= generated
     names = [t["name"] for t in report["targets"]]
     assert len(names) == 2 + 3 * 2 + 4 * 3 + 2 and len(set(names)) == len(names)
     assert report["settings"]["n_eval"] == 2

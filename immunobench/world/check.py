@@ -187,7 +187,7 @@ def world_check(out: str | Path = ".", n_eval: int = 10, relearn_step: int | Non
         sims = {}
         for step, adapted in lora().adapt(model, single, data, configure(lora, model.name, card.kind),
                                           checkpoints=[0, personal_step]):
-            gen = _generate(adapted, [single.prompt(instance)], EVAL_SEED0, n_eval)[0]
+            gen = _generate(adapted, [prompt], EVAL_SEED0, n_eval)[0]  # the prompt it was trained on
             sims[step] = float(judges.dino.pairwise(gen, refs).mean())
             if step == personal_step:
                 _grid([refs, gen], grids / f"personalization-{instance}.png")
