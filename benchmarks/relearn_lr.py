@@ -4,7 +4,7 @@ The world check's re-learning target, per group and lr: UCE (tiny-sd preset) era
 LoRA re-learns it from 20 images of the un-erased model, and the world classifier judges 10
 generations per target at step 400. Writes benchmarks/results/relearn_lr.json.
 
-    .venv/bin/python benchmarks/relearn_lr.py [--lr 1e-4 1e-3]
+    .venv/bin/python benchmarks/relearn_lr.py [--lr 1e-4 1e-3] [--weights DIR]
 """
 from __future__ import annotations
 
@@ -23,10 +23,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lr", type=float, nargs="+", default=[1e-4, 1e-3])
     ap.add_argument("--n-eval", type=int, default=10)
+    ap.add_argument("--weights", default="shipped", help="'shipped' or a `world train --out` folder")
     ap.add_argument("--out", default="benchmarks/results/relearn_lr.json")
     args = ap.parse_args()
     discover()
-    model = load_backbone("tiny-sd")
+    model = load_backbone("tiny-sd", folder=None if args.weights == "shipped" else args.weights)
     judges = _Judges(model.spec.metric_family)
     lora = get_attack("lora")
     rows = []

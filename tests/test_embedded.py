@@ -77,12 +77,15 @@ def test_check_targets_apply_their_direction():
     assert "| b | 0.210 | <= 0.2 | **no** |" in _markdown(report) and "weights `" not in _markdown(report)
     report["settings"]["weights"] = "/tmp/retrained"
     assert "weights `/tmp/retrained`" in _markdown(report)
+    report["settings"]["sampler"] = {"sampler": "ddim", "steps": 25, "guidance_scale": 3.0}
+    assert "DDIM, 25 steps, guidance 3.0" in _markdown(report)
 
 
 def test_world_check_runs_end_to_end_and_writes_the_report(tmp_path, monkeypatch):
     """A fast smoke run (2 images, 2 attack steps): the code path of `immunobench world check`."""
     from immunobench.plugins import get_attack
     from immunobench.world import check
+    from immunobench.plugins import BACKBONES
     from immunobench.world.check import PERSONAL_INSTANCES, world_check
 
     generated, personalized = set(), set()
@@ -106,6 +109,7 @@ def test_world_check_runs_end_to_end_and_writes_the_report(tmp_path, monkeypatch
     names = [t["name"] for t in report["targets"]]
     assert len(names) == 2 + 3 * 2 + 4 * 3 + 2 and len(set(names)) == len(names)
     assert report["settings"]["n_eval"] == 2
+    assert report["settings"]["sampler"]["guidance_scale"] == BACKBONES.get("tiny-sd")().guidance_scale
     saved = json.loads((tmp_path / "world_report.json").read_text())
     assert saved["targets"] == report["targets"]
     assert (tmp_path / "world_report.md").read_text().startswith("# World check")

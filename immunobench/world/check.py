@@ -202,7 +202,9 @@ def world_check(out: str | Path = ".", n_eval: int = 10, relearn_step: int | Non
         "all_met": all(t.met for t in targets),
         "details": details,
         "settings": {"n_eval": n_eval, "relearn_step": relearn_step or "card report step", "personal_step": personal_step,
-                     "weights": str(weights) if weights else "shipped"},
+                     "weights": str(weights) if weights else "shipped",
+                     "sampler": {"sampler": "ddim", "steps": model.spec.sample_steps,
+                                 "guidance_scale": model.spec.guidance_scale}},
         "seconds": round(time.time() - started, 1),
         "date": time.strftime("%Y-%m-%d"),
     }
@@ -216,10 +218,16 @@ def _weights_note(report: dict) -> str:
     return "" if weights == "shipped" else f"weights `{weights}`, "
 
 
+def _sampler_note(report: dict) -> str:
+    sampler = report["settings"].get("sampler")
+    return f" Sampler: DDIM, {sampler['steps']} steps, guidance {sampler['guidance_scale']}." if sampler else ""
+
+
 def _markdown(report: dict) -> str:
     lines = [f"# World check — {report['date']}", "",
              f"Model `{report['model']['name']}` ({_weights_note(report)}fingerprint {report['model']['fingerprint']}); "
-             f"{report['seconds']:.0f} s on this machine. All targets met: **{report['all_met']}**.", "",
+             f"{report['seconds']:.0f} s on this machine.{_sampler_note(report)} "
+             f"All targets met: **{report['all_met']}**.", "",
              "| target | value | threshold | met |", "|---|---|---|---|"]
     for t in report["targets"]:
         lines.append(f"| {t['name']} | {t['value']:.3f} | {t['direction']} {t['threshold']} | {'yes' if t['met'] else '**no**'} |")
