@@ -10,36 +10,25 @@ drawn as) to JSON.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
-from immunobench.backbones import load_backbone
-from immunobench.cards import get_card
 from immunobench.data import ConceptImages, TaskData
 from immunobench.diffusion import sample
-from immunobench.plugins import configure, discover, get_attack
-from immunobench.world.check import ATTACK_SEEDS, EVAL_SEED0, _Judges, uce_erased
+from immunobench.plugins import configure, get_attack
+from immunobench.world.check import ATTACK_SEEDS, EVAL_SEED0, uce_erased
 
+from relearn_verdicts import group_arguments, load_group
 from uce_residual import verdicts
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--weights", default="shipped", help="'shipped' or a `world train --out` folder")
-    ap.add_argument("--task", default="relearn-style")
-    ap.add_argument("--group", default="3c-4")
+    ap = group_arguments("benchmarks/results/relearn_guidance.json")
     ap.add_argument("--guidance", type=float, nargs="+", default=[3.0, 5.0])
     ap.add_argument("--step", type=int, default=400)
-    ap.add_argument("--n", type=int, default=10)
-    ap.add_argument("--out", default="benchmarks/results/relearn_guidance.json")
     args = ap.parse_args()
-    discover()
-    judges = _Judges("world")
-    model = load_backbone("tiny-sd", folder=None if args.weights == "shipped" else args.weights)
-    card = get_card(args.task)
-    group = card.group(args.group)
+    judges, model, card, group = load_group(args)
     prompts = {t: group.prompt(t) for t in group.targets}
     lora = get_attack("lora")
     starts = {"uce": uce_erased(model, group), "un-erased": model}

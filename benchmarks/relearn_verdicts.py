@@ -18,20 +18,30 @@ from immunobench.world.check import EVAL_SEED0, _generate, _Judges, attack_data,
 from uce_residual import verdicts
 
 
-def main() -> None:
+def group_arguments(out: str) -> argparse.ArgumentParser:
+    """The arguments every re-learning probe takes: which weights, which group, how many images."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--weights", default="shipped", help="'shipped' or a `world train --out` folder")
     ap.add_argument("--task", default="relearn-style")
     ap.add_argument("--group", default="3c-4")
-    ap.add_argument("--steps", type=int, nargs="+", default=[400, 800])
     ap.add_argument("--n", type=int, default=10)
-    ap.add_argument("--out", default="benchmarks/results/relearn_verdicts.txt")
-    args = ap.parse_args()
+    ap.add_argument("--out", default=out)
+    return ap
+
+
+def load_group(args: argparse.Namespace):
+    """(world judges, tiny-sd with the given weights, the card, the group)."""
     discover()
-    judges = _Judges("world")
     model = load_backbone("tiny-sd", folder=None if args.weights == "shipped" else args.weights)
     card = get_card(args.task)
-    group = card.group(args.group)
+    return _Judges("world"), model, card, card.group(args.group)
+
+
+def main() -> None:
+    ap = group_arguments("benchmarks/results/relearn_verdicts.txt")
+    ap.add_argument("--steps", type=int, nargs="+", default=[400, 800])
+    args = ap.parse_args()
+    judges, model, card, group = load_group(args)
     erased, data = uce_erased(model, group), attack_data(model, group)
     lines = [f"# {args.task} {args.group} on {args.weights} ({model.fingerprint}): world-classifier verdicts"]
     lines += [f"attack data {c}: {verdicts(judges, x.images)}" for c, x in data.attack.items()]
