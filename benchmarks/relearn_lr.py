@@ -13,10 +13,11 @@ import json
 import time
 from pathlib import Path
 
-from immunobench.backbones import load_backbone
 from immunobench.cards import get_card
 from immunobench.plugins import configure, discover, get_attack
 from immunobench.world.check import RELEARN_GROUPS, _Judges, attack_data, relearn, uce_erased
+
+from uce_residual import tiny_sd
 
 
 def main() -> None:
@@ -27,7 +28,7 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/relearn_lr.json")
     args = ap.parse_args()
     discover()
-    model = load_backbone("tiny-sd", folder=None if args.weights == "shipped" else args.weights)
+    model = tiny_sd(args.weights)
     judges = _Judges(model.spec.metric_family)
     lora = get_attack("lora")
     rows = []

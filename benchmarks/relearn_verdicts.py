@@ -10,12 +10,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from immunobench.backbones import load_backbone
 from immunobench.cards import get_card
 from immunobench.plugins import configure, discover, get_attack
 from immunobench.world.check import EVAL_SEED0, _generate, _Judges, attack_data, uce_erased
 
-from uce_residual import verdicts
+from uce_residual import tiny_sd, verdicts
 
 
 def group_arguments(out: str) -> argparse.ArgumentParser:
@@ -32,7 +31,7 @@ def group_arguments(out: str) -> argparse.ArgumentParser:
 def load_group(args: argparse.Namespace):
     """(world judges, tiny-sd with the given weights, the card, the group)."""
     discover()
-    model = load_backbone("tiny-sd", folder=None if args.weights == "shipped" else args.weights)
+    model = tiny_sd(args.weights)
     card = get_card(args.task)
     return _Judges("world"), model, card, card.group(args.group)
 

@@ -24,6 +24,11 @@ from immunobench.world.check import EVAL_SEED0, RELEARN_GROUPS, _generate, _Judg
 GENERIC_PROMPTS = ("", "an artwork", "an artwork of art", "a photo")
 
 
+def tiny_sd(weights: str):
+    """tiny-sd with its spec: the shipped weights ('shipped') or a `world train --out` folder."""
+    return load_backbone("tiny-sd", folder=None if weights == "shipped" else weights)
+
+
 def verdicts(judges: _Judges, images) -> dict[str, int]:
     return dict(Counter(judges.classifier.predict(images)).most_common(4))
 
@@ -38,7 +43,7 @@ def main() -> None:
     judges = _Judges("world")
     models = []
     for weights in args.weights:
-        model = load_backbone("tiny-sd", folder=None if weights == "shipped" else weights)
+        model = tiny_sd(weights)
         generic = {p: verdicts(judges, x) for p, x in zip(GENERIC_PROMPTS, _generate(model, list(GENERIC_PROMPTS),
                                                                                         EVAL_SEED0, args.n))}
         erased = {}

@@ -83,9 +83,8 @@ def test_check_targets_apply_their_direction():
 
 def test_world_check_runs_end_to_end_and_writes_the_report(tmp_path, monkeypatch):
     """A fast smoke run (2 images, 2 attack steps): the code path of `immunobench world check`."""
-    from immunobench.plugins import get_attack
+    from immunobench.plugins import BACKBONES, get_attack
     from immunobench.world import check
-    from immunobench.plugins import BACKBONES
     from immunobench.world.check import PERSONAL_INSTANCES, world_check
 
     generated, personalized = set(), set()
