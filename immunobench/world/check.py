@@ -25,7 +25,7 @@ import torch
 from ..backbones import Backbone, load_backbone
 from ..cards import ConceptGroup, get_card
 from ..data import ConceptImages, TaskData
-from ..diffusion import sample
+from ..diffusion import decode_latents, encode_images, sample
 from ..plugins import configure, get_attack, get_defense, get_metric, judges_for
 from ..progress import Progress
 
@@ -92,6 +92,43 @@ def relearn(erased: Backbone, data: TaskData, judges: _Judges, group: ConceptGro
     for _, adapted in get_attack("lora")().adapt(erased, group, data, lora_cfg, checkpoints=[step]):
         relearned = _accuracies(adapted, judges, group, list(group.targets), n_eval)
     return relearned
+
+
+def reference_images(instance: str, size: int | None = None) -> torch.Tensor:
+    """A personal instance's reference views as a batch in [-1, 1] (the renderer's size by default)."""
+    from .render import reference_views
+
+    views = reference_views(instance) if size is None else reference_views(instance, size=size)
+    return torch.stack([torch.tensor(v).permute(2, 0, 1).float() / 127.5 - 1 for v in views])
+
+
+def personalize(model: Backbone, instance: str, judges: _Judges, lora_cfg, checkpoints: list[int],
+                n_eval: int) -> tuple[dict[int, float], torch.Tensor, torch.Tensor]:
+    """LoRA on an instance's reference views under the card's attack prompt.
+
+    Returns the DINO-role similarity of ``n_eval`` generations (that prompt) to the references at
+    each checkpoint, the references, and the generations at the last checkpoint.
+    """
+    card = get_card("personalization")
+    group = card.group(next(g for g, members in card.groups.items() if instance in members))
+    refs = reference_images(instance)
+    prompt = group.prompt(instance)
+    data = TaskData(attack={instance: ConceptImages(refs, [prompt] * len(refs))})
+    single = ConceptGroup(group.task, group.name, (instance,), (), card)
+    sims, gen = {}, None
+    for step, adapted in get_attack("lora")().adapt(model, single, data, lora_cfg, checkpoints=checkpoints):
+        gen = _generate(adapted, [prompt], EVAL_SEED0, n_eval)[0]
+        sims[step] = float(judges.dino.pairwise(gen, refs).mean())
+    return sims, refs, gen
+
+
+@torch.no_grad()
+def reconstruction_similarity(model: Backbone, judges: _Judges, refs: torch.Tensor) -> float:
+    """Personalization's ceiling: DINO-role similarity of the VAE's own reconstruction of ``refs`` to them.
+
+    LoRA fits the references' latents, and generations are latents decoded.
+    """
+    return float(judges.dino.pairwise(decode_latents(model, encode_images(model, refs)), refs).mean())
 
 
 def _grid(images: list[torch.Tensor], path: Path) -> None:
@@ -175,26 +212,17 @@ def world_check(out: str | Path = ".", n_eval: int = 10, relearn_step: int | Non
             log(f"{task} {name}: erased {target_acc:.2f} (others drift {drift:.2f}), re-learned {value:.2f}")
 
     # 5. personalization of held-out instances
-    from .render import reference_views
-
-    card = get_card("personalization")
+    lora_cfg = configure(lora, model.name, get_card("personalization").kind)
     for instance in PERSONAL_INSTANCES:
-        group = card.group(next(g for g, members in card.groups.items() if instance in members))
-        refs = torch.stack([torch.tensor(v).permute(2, 0, 1).float() / 127.5 - 1 for v in reference_views(instance)])
-        prompt = group.prompt(instance)
-        data = TaskData(attack={instance: ConceptImages(refs, [prompt] * len(refs))})
-        single = ConceptGroup(group.task, group.name, (instance,), (), card)
-        sims = {}
-        for step, adapted in lora().adapt(model, single, data, configure(lora, model.name, card.kind),
-                                          checkpoints=[0, personal_step]):
-            gen = _generate(adapted, [prompt], EVAL_SEED0, n_eval)[0]  # the prompt it was trained on
-            sims[step] = float(judges.dino.pairwise(gen, refs).mean())
-            if step == personal_step:
-                _grid([refs, gen], grids / f"personalization-{instance}.png")
+        sims, refs, gen = personalize(model, instance, judges, lora_cfg, [0, personal_step], n_eval)
+        _grid([refs, gen], grids / f"personalization-{instance}.png")
         targets.append(Target(f"personalization {instance}: DINO-role similarity gain after LoRA step {personal_step}",
                               sims[personal_step] - sims[0], 0.05, ">="))
         details.setdefault("personalization", {})[instance] = sims
-        log(f"personalization {instance}: similarity {sims[0]:.3f} -> {sims[personal_step]:.3f}")
+        ceiling = reconstruction_similarity(model, judges, refs)
+        details.setdefault("vae_reconstruction", {})[instance] = ceiling
+        log(f"personalization {instance}: similarity {sims[0]:.3f} -> {sims[personal_step]:.3f} "
+            f"(the VAE's reconstruction of the references: {ceiling:.3f})")
 
     report = {
         "model": model.provenance(),
@@ -231,5 +259,9 @@ def _markdown(report: dict) -> str:
              "| target | value | threshold | met |", "|---|---|---|---|"]
     for t in report["targets"]:
         lines.append(f"| {t['name']} | {t['value']:.3f} | {t['direction']} {t['threshold']} | {'yes' if t['met'] else '**no**'} |")
+    ceilings = report.get("details", {}).get("vae_reconstruction")
+    if ceilings:
+        lines += ["", "Personalization's ceiling, not a target: DINO-role similarity of the VAE's own reconstruction of "
+                  "the references, " + ", ".join(f"{k} {v:.3f}" for k, v in ceilings.items()) + "."]
     lines += ["", "Image grids (one row per concept, in card order) are in `world_check/`.", ""]
     return "\n".join(lines)

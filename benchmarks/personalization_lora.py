@@ -1,0 +1,54 @@
+"""The world check's personalization target across model copies and LoRA learning rates.
+
+Per copy (shipped or `world train --out` folders), instance and lr: LoRA (tiny-sd preset, lr
+overridden) on the instance's reference views, and the DINO-role similarity of 10 generations to
+the references at each checkpoint; the target is the gain at step 200 over step 0 (≥ 0.05).
+Appends one JSON line per run to the output, so an interrupted sweep keeps what it measured.
+
+    .venv/bin/python benchmarks/personalization_lora.py --weights shipped /tmp/v2/tiny-sd --lr 1e-3 3e-3
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from immunobench.plugins import configure, discover, get_attack
+from immunobench.world.check import PERSONAL_INSTANCES, _Judges, personalize
+
+from uce_residual import tiny_sd
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--weights", nargs="+", default=["shipped"], help="'shipped' or `world train --out` folders")
+    ap.add_argument("--lr", type=float, nargs="+", default=[1e-3])
+    ap.add_argument("--instances", nargs="+", default=list(PERSONAL_INSTANCES))
+    ap.add_argument("--checkpoints", type=int, nargs="+", default=[0, 40, 100, 200])
+    ap.add_argument("--n-eval", type=int, default=10)
+    ap.add_argument("--out", default="benchmarks/results/personalization_lora.jsonl")
+    args = ap.parse_args()
+    discover()
+    lora = get_attack("lora")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for weights in args.weights:
+        model = tiny_sd(weights)
+        judges = _Judges(model.spec.metric_family)
+        for instance in args.instances:
+            for lr in args.lr:
+                started = time.time()
+                cfg = configure(lora, model.name, "personalization", {"lr": lr})
+                sims, _, _ = personalize(model, instance, judges, cfg, sorted(set(args.checkpoints)), args.n_eval)
+                row = {"weights": weights, "fingerprint": model.provenance()["fingerprint"], "instance": instance,
+                       "lr": lr, "similarity": {s: round(v, 3) for s, v in sims.items()},
+                       "gain_at_last": round(sims[max(sims)] - sims[0], 3), "n_eval": args.n_eval,
+                       "seconds": round(time.time() - started, 1), "date": time.strftime("%Y-%m-%d")}
+                print(json.dumps(row), flush=True)
+                with out.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
