@@ -1,16 +1,22 @@
-"""LoRA re-learning in the embedded world at the papers' lr (1e-4) and at tiny-sd's preset (1e-3).
+"""LoRA re-learning in the embedded world under other attack settings and start models.
 
-The world check's re-learning target, per group and lr: UCE (tiny-sd preset) erases the group,
+The world check's re-learning target, per group and setting: UCE (tiny-sd preset) erases the group,
 LoRA re-learns it from 20 images of the un-erased model, and the world classifier judges 10
-generations per target at step 400. Writes benchmarks/results/relearn_lr.json.
+generations per target at step 400. Settings: the lr (the papers' 1e-4, tiny-sd's preset 1e-3),
+the LoRA rank, the start model (``--start pretrained``: no UCE, the control), and whether the
+group's targets are re-learned jointly, as the card's attacker does, or one LoRA per target
+(``--alone``: which separates "LoRA cannot re-learn it" from "the targets interfere").
+Writes benchmarks/results/relearn_lr.json (or ``--out``).
 
     .venv/bin/python benchmarks/relearn_lr.py [--lr 1e-4 1e-3] [--weights DIR]
+    .venv/bin/python benchmarks/relearn_lr.py --weights DIR --groups relearn-style/3c-4 --lr 1e-3 --rank 4 16 --alone
 """
 from __future__ import annotations
 
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from immunobench.cards import get_card
@@ -23,6 +29,10 @@ from uce_residual import tiny_sd
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lr", type=float, nargs="+", default=[1e-4, 1e-3])
+    ap.add_argument("--rank", type=int, nargs="+", default=[4])
+    ap.add_argument("--start", nargs="+", choices=["uce", "pretrained"], default=["uce"])
+    ap.add_argument("--alone", action="store_true", help="also re-learn each target with its own LoRA")
+    ap.add_argument("--groups", nargs="+", default=None, help="task/group, e.g. relearn-style/3c-4 (default: all)")
     ap.add_argument("--n-eval", type=int, default=10)
     ap.add_argument("--weights", default="shipped", help="'shipped' or a `world train --out` folder")
     ap.add_argument("--out", default="benchmarks/results/relearn_lr.json")
@@ -31,21 +41,32 @@ def main() -> None:
     model = tiny_sd(args.weights)
     judges = _Judges(model.spec.metric_family)
     lora = get_attack("lora")
+    groups = args.groups or [f"{task}/{name}" for task, names in RELEARN_GROUPS.items() for name in names]
     rows = []
-    for task, group_names in RELEARN_GROUPS.items():
+    for task_group in groups:
+        task, name = task_group.split("/")
         card = get_card(task)
-        for name in group_names:
-            group = card.group(name)
-            erased, data = uce_erased(model, group), attack_data(model, group)
+        group = card.group(name)
+        data = attack_data(model, group)
+        for start in args.start:
+            start_model = uce_erased(model, group) if start == "uce" else model
+            # joint: the card's attacker, one LoRA for the group; alone: one LoRA per target
+            runs = [("joint", data)] + ([(c, replace(data, attack={c: data.attack[c]})) for c in group.targets]
+                                        if args.alone else [])
             for lr in args.lr:
-                started = time.time()
-                cfg = configure(lora, model.name, card.kind, {"lr": lr})
-                acc = relearn(erased, data, judges, group, cfg, card.report_step, args.n_eval)
-                rows.append({"task": task, "group": name, "lr": lr, "step": card.report_step,
-                             "accuracy": round(sum(acc.values()) / len(acc), 3),
-                             "per_concept": {c: round(v, 2) for c, v in acc.items()},
-                             "seconds": round(time.time() - started, 1)})
-                print(json.dumps(rows[-1]), flush=True)
+                for rank in args.rank:
+                    cfg = configure(lora, model.name, card.kind, {"lr": lr, "rank": rank})
+                    for trained, run_data in runs:
+                        started = time.time()
+                        acc = relearn(start_model, run_data, judges, group, cfg, card.report_step, args.n_eval)
+                        if trained != "joint":
+                            acc = {trained: acc[trained]}
+                        rows.append({"task": task, "group": name, "start": start, "trained": trained, "lr": lr,
+                                     "rank": rank, "step": card.report_step,
+                                     "accuracy": round(sum(acc.values()) / len(acc), 3),
+                                     "per_concept": {c: round(v, 2) for c, v in acc.items()},
+                                     "seconds": round(time.time() - started, 1)})
+                        print(json.dumps(rows[-1]), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "model": model.provenance(),
                                           "n_eval": args.n_eval, "results": rows}, indent=2))
