@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from immunobench.cards import get_card
+from immunobench.errors import UnknownNameError
 from immunobench.plugins import configure, discover, get_attack
 from immunobench.world.check import RELEARN_GROUPS, _Judges, attack_data, relearn, uce_erased
 
@@ -38,15 +39,19 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/relearn_lr.json")
     args = ap.parse_args()
     discover()
+    groups = []
+    for task_group in args.groups or [f"{task}/{name}" for task, names in RELEARN_GROUPS.items() for name in names]:
+        task, _, name = task_group.partition("/")
+        try:
+            groups.append((get_card(task), get_card(task).group(name)))
+        except UnknownNameError as e:  # unknown task or group: one line, before any work
+            ap.error(f"--groups {task_group}: {e} (write task/group, e.g. relearn-style/3c-4)")
     model = tiny_sd(args.weights)
     judges = _Judges(model.spec.metric_family)
     lora = get_attack("lora")
-    groups = args.groups or [f"{task}/{name}" for task, names in RELEARN_GROUPS.items() for name in names]
     rows = []
-    for task_group in groups:
-        task, name = task_group.split("/")
-        card = get_card(task)
-        group = card.group(name)
+    for card, group in groups:
+        task, name = card.task, group.name
         data = attack_data(model, group)
         for start in args.start:
             start_model = uce_erased(model, group) if start == "uce" else model
