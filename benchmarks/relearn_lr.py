@@ -43,7 +43,8 @@ def main() -> None:
     for task_group in args.groups or [f"{task}/{name}" for task, names in RELEARN_GROUPS.items() for name in names]:
         task, _, name = task_group.partition("/")
         try:
-            groups.append((get_card(task), get_card(task).group(name)))
+            card = get_card(task)
+            groups.append((card, card.group(name)))
         except UnknownNameError as e:  # unknown task or group: one line, before any work
             ap.error(f"--groups {task_group}: {e} (write task/group, e.g. relearn-style/3c-4)")
     model = tiny_sd(args.weights)

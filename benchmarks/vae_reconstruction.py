@@ -14,12 +14,9 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
 from immunobench.cards import get_card
-from immunobench.diffusion import decode_latents, encode_images
 from immunobench.plugins import discover
-from immunobench.world.check import _Judges, reconstruction_similarity, reference_images
+from immunobench.world.check import _Judges, reconstruct, reconstruction_similarity, reference_images
 
 from uce_residual import tiny_sd
 
@@ -37,9 +34,8 @@ def main() -> None:
         per_instance = {}
         for instance in get_card("personalization").concepts:
             refs = reference_images(instance)
-            with torch.no_grad():
-                rec = decode_latents(model, encode_images(model, refs))
-            per_instance[instance] = {"dino_similarity": round(reconstruction_similarity(model, judges, refs), 3),
+            rec = reconstruct(model, refs)
+            per_instance[instance] = {"dino_similarity": round(reconstruction_similarity(judges, refs, rec), 3),
                                       "mse": round(float(((rec - refs) ** 2).mean()), 4)}
         rows.append({"weights": weights, "model": model.provenance(), "per_instance": per_instance,
                      "mean_dino_similarity": round(sum(v["dino_similarity"] for v in per_instance.values()) / len(per_instance), 3),

@@ -23,8 +23,8 @@ from immunobench.backbones import Backbone
 from immunobench.cards import get_card
 from immunobench.plugins import discover
 from immunobench.progress import Progress
-from immunobench.world.check import _Judges, reconstruction_similarity, reference_images
-from immunobench.world.train import (WorldTrainConfig, _to_tensor, latent_scale, pretraining_examples,
+from immunobench.world.check import _Judges, reconstruct, reconstruction_similarity, reference_images
+from immunobench.world.train import (WorldTrainConfig, _mean, _to_tensor, latent_scale, pretraining_examples,
                                      reference_reconstruction_mse, train_vae)
 
 
@@ -57,9 +57,10 @@ def main() -> None:
             model = Backbone.from_components(components)
             similarity = {}
             for instance in get_card("personalization").concepts:
-                similarity[instance] = round(reconstruction_similarity(model, judges, reference_images(instance)), 3)
+                refs = reference_images(instance)
+                similarity[instance] = round(reconstruction_similarity(judges, refs, reconstruct(model, refs)), 3)
             rows.append({"seed": seed, "vae_steps": steps, "vae_lr": cfg.vae_lr,
-                         "loss_last_100": round(sum(losses[-100:]) / max(1, len(losses[-100:])), 4),
+                         "loss_last_100": round(_mean(losses[-100:]), 4),
                          "reference_mse": round(reference_reconstruction_mse(model, cfg.arch.resolution), 4),
                          "mean_dino_similarity": round(sum(similarity.values()) / len(similarity), 3),
                          "dino_similarity": similarity, "seconds": round(time.time() - started),

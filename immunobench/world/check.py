@@ -123,12 +123,18 @@ def personalize(model: Backbone, instance: str, judges: _Judges, lora_cfg, check
 
 
 @torch.no_grad()
-def reconstruction_similarity(model: Backbone, judges: _Judges, refs: torch.Tensor) -> float:
-    """Personalization's ceiling: DINO-role similarity of the VAE's own reconstruction of ``refs`` to them.
+def reconstruct(model: Backbone, images: torch.Tensor) -> torch.Tensor:
+    """``images`` encoded and decoded by the model's VAE."""
+    return decode_latents(model, encode_images(model, images))
+
+
+@torch.no_grad()
+def reconstruction_similarity(judges: _Judges, refs: torch.Tensor, reconstruction: torch.Tensor) -> float:
+    """Personalization's ceiling: DINO-role similarity of the VAE's reconstruction of ``refs`` to them.
 
     LoRA fits the references' latents, and generations are latents decoded.
     """
-    return float(judges.dino.pairwise(decode_latents(model, encode_images(model, refs)), refs).mean())
+    return float(judges.dino.pairwise(reconstruction, refs).mean())
 
 
 def _grid(images: list[torch.Tensor], path: Path) -> None:
@@ -219,7 +225,7 @@ def world_check(out: str | Path = ".", n_eval: int = 10, relearn_step: int | Non
         targets.append(Target(f"personalization {instance}: DINO-role similarity gain after LoRA step {personal_step}",
                               sims[personal_step] - sims[0], 0.05, ">="))
         details.setdefault("personalization", {})[instance] = sims
-        ceiling = reconstruction_similarity(model, judges, refs)
+        ceiling = reconstruction_similarity(judges, refs, reconstruct(model, refs))
         details.setdefault("vae_reconstruction", {})[instance] = ceiling
         log(f"personalization {instance}: similarity {sims[0]:.3f} -> {sims[personal_step]:.3f} "
             f"(the VAE's reconstruction of the references: {ceiling:.3f})")

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ..backbones import Backbone
 from ..architecture import SDArchitecture, build_components, save_components
-from ..diffusion import decode_latents, diffusion_loss, encode_images, tokenize
+from ..diffusion import diffusion_loss, encode_images, tokenize
 from ..progress import Progress
 
 
@@ -131,11 +131,11 @@ def reference_reconstruction_mse(model: Backbone, size: int) -> float:
     Personalization can reach only what the VAE decodes: seeds 1 and 2 of world v2 reconstruct the
     purse as a pale blue purse, not the purple polka-dot instance (benchmarks/vae_reconstruction.py).
     """
-    from .check import reference_images
+    from .check import reconstruct, reference_images
     from .concepts import CONCEPTS
 
     refs = torch.cat([reference_images(c.id, size) for c in CONCEPTS.values() if c.kind == "instance"])
-    return float(((decode_latents(model, encode_images(model, refs)) - refs) ** 2).mean())
+    return float(((reconstruct(model, refs) - refs) ** 2).mean())
 
 
 def train_unet(components: dict, latents: torch.Tensor, captions: list[str], cfg: WorldTrainConfig,
