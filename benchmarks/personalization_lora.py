@@ -1,6 +1,6 @@
 """The world check's personalization target across model copies and LoRA learning rates.
 
-Per copy (shipped or `world train --out` folders), instance and lr: LoRA (tiny-sd preset, lr
+Per copy (shipped or `world train --out` folders), instance, lr and LoRA seed: LoRA (tiny-sd preset, lr
 overridden) on the instance's reference views, and the DINO-role similarity of 10 generations to
 the references at each checkpoint; the target is the gain at step 200 over step 0 (≥ 0.05).
 Appends one JSON line per run to the output, so an interrupted sweep keeps what it measured.
@@ -24,6 +24,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--weights", nargs="+", default=["shipped"], help="'shipped' or `world train --out` folders")
     ap.add_argument("--lr", type=float, nargs="+", default=[1e-3])
+    ap.add_argument("--seed", type=int, nargs="+", default=[0], help="LoRA seeds (0 is the world check's)")
     ap.add_argument("--instances", nargs="+", default=list(PERSONAL_INSTANCES))
     ap.add_argument("--checkpoints", type=int, nargs="+", default=[0, 40, 100, 200])
     ap.add_argument("--n-eval", type=int, default=10)
@@ -37,12 +38,12 @@ def main() -> None:
         model = tiny_sd(weights)
         judges = _Judges(model.spec.metric_family)
         for instance in args.instances:
-            for lr in args.lr:
+            for lr, seed in [(lr, s) for lr in args.lr for s in args.seed]:
                 started = time.time()
-                cfg = configure(lora, model.name, "personalization", {"lr": lr})
+                cfg = configure(lora, model.name, "personalization", {"lr": lr, "seed": seed})
                 sims, _, _ = personalize(model, instance, judges, cfg, sorted(set(args.checkpoints)), args.n_eval)
                 row = {"weights": weights, "fingerprint": model.provenance()["fingerprint"], "instance": instance,
-                       "lr": lr, "similarity": {s: round(v, 3) for s, v in sims.items()},
+                       "lr": lr, "seed": seed, "similarity": {s: round(v, 3) for s, v in sims.items()},
                        "gain_at_last": round(sims[max(sims)] - sims[0], 3), "n_eval": args.n_eval,
                        "seconds": round(time.time() - started, 1), "date": time.strftime("%Y-%m-%d")}
                 print(json.dumps(row), flush=True)

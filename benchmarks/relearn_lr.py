@@ -3,7 +3,7 @@
 The world check's re-learning target, per group and setting: UCE (tiny-sd preset) erases the group,
 LoRA re-learns it from 20 images of the un-erased model, and the world classifier judges 10
 generations per target at step 400. Settings: the lr (the papers' 1e-4, tiny-sd's preset 1e-3),
-the LoRA rank, the start model (``--start pretrained``: no UCE, the control), and whether the
+the LoRA rank and seed (``--seed``: how much of a copy's figure is the attack's luck), the start model (``--start pretrained``: no UCE, the control), and whether the
 group's targets are re-learned jointly, as the card's attacker does, or one LoRA per target
 (``--alone``: which separates "LoRA cannot re-learn it" from "the targets interfere").
 Writes benchmarks/results/relearn_lr.json (or ``--out``).
@@ -31,6 +31,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lr", type=float, nargs="+", default=[1e-4, 1e-3])
     ap.add_argument("--rank", type=int, nargs="+", default=[4])
+    ap.add_argument("--seed", type=int, nargs="+", default=[0],
+                    help="LoRA seeds (A init, batch order, noise; 0 is the world check's)")
     ap.add_argument("--start", nargs="+", choices=["uce", "pretrained"], default=["uce"])
     ap.add_argument("--alone", action="store_true", help="also re-learn each target with its own LoRA")
     ap.add_argument("--groups", nargs="+", default=None, help="task/group, e.g. relearn-style/3c-4 (default: all)")
@@ -60,15 +62,15 @@ def main() -> None:
             runs = [("joint", data)] + ([(c, replace(data, attack={c: data.attack[c]})) for c in group.targets]
                                         if args.alone else [])
             for lr in args.lr:
-                for rank in args.rank:
-                    cfg = configure(lora, model.name, card.kind, {"lr": lr, "rank": rank})
+                for rank, seed in [(r, s) for r in args.rank for s in args.seed]:
+                    cfg = configure(lora, model.name, card.kind, {"lr": lr, "rank": rank, "seed": seed})
                     for trained, run_data in runs:
                         started = time.time()
                         acc = relearn(start_model, run_data, judges, group, cfg, card.report_step, args.n_eval)
                         if trained != "joint":
                             acc = {trained: acc[trained]}
                         rows.append({"task": task, "group": name, "start": start, "trained": trained, "lr": lr,
-                                     "rank": rank, "step": card.report_step,
+                                     "rank": rank, "seed": seed, "step": card.report_step,
                                      "accuracy": round(sum(acc.values()) / len(acc), 3),
                                      "per_concept": {c: round(v, 2) for c, v in acc.items()},
                                      "seconds": round(time.time() - started, 1)})

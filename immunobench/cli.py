@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images-per-concept", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--unattributed-art", type=float, help="share of artworks captioned without their artist (default 0)")
+    p.add_argument("--anonymous-art", type=int, help="artworks by unnamed painters, captioned generically (default 0)")
 
     p = world_sub.add_parser("train-judges", parents=[common],
                              help="train the offline judges (classifier, CLIP, DINO, LPIPS roles) on the world")
@@ -316,7 +317,7 @@ def _world_train(args: argparse.Namespace) -> None:
 
     overrides = {"unet_steps": args.unet_steps, "vae_steps": args.vae_steps,
                  "images_per_concept": args.images_per_concept, "seed": args.seed,
-                 "unattributed_art": args.unattributed_art}
+                 "unattributed_art": args.unattributed_art, "anonymous_art": args.anonymous_art}
     for name, value in overrides.items():
         if value is not None and value < 0:
             raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
@@ -327,7 +328,7 @@ def _world_train(args: argparse.Namespace) -> None:
     work = Path(args.work) if args.work else Path.home() / ".cache" / "immunobench" / "world-train"
     progress = Progress()
     examples = pretraining_examples(cfg.images_per_concept, cfg.seed, cfg.arch.resolution, progress,
-                                    cfg.unattributed_art)
+                                    cfg.unattributed_art, cfg.anonymous_art)
     report = train_world_model(examples, out, work, cfg, progress)
     write_model_card(out, report)
     print(f"tiny-sd written to {out} ({report['seconds']:.0f} s); checkpoints in {work}")

@@ -249,3 +249,19 @@ def test_imagefolder_round_trip(tmp_path):
         assert np.array_equal(np.asarray(row["image"].convert("RGB")), image)
     with pytest.raises(FileExistsError):
         save_imagefolder(ds, folder)
+
+
+def test_anonymous_artworks_are_deterministic_and_each_by_its_own_painter():
+    from immunobench.world.render import render_anonymous_artwork
+    from immunobench.world.rng import stream
+    from immunobench.world.scenes import SCENES
+    from immunobench.world.styles import anonymous_style
+
+    a = render_anonymous_artwork(5, seed=2)
+    assert a.shape == (64, 64, 3) and a.std() > 5
+    assert np.array_equal(a, render_anonymous_artwork(5, seed=2))
+    assert not np.array_equal(a, render_anonymous_artwork(6, seed=2))
+    styles = [anonymous_style(stream("t", i), tuple(SCENES)) for i in range(20)]
+    ramps = {tuple(dict(s.steps)["gradient_map"]["ramp"]) for s in styles}
+    assert len(ramps) == 20  # every painter has a palette of its own
+    assert len({tuple(name for name, _ in s.steps) for s in styles}) >= 4  # and brushes differ

@@ -101,3 +101,16 @@ def test_unattributed_art_changes_only_artwork_captions():
     assert [t for _, t in half] == [t for _, t in pretraining_examples(4, unattributed_art=0.5)]
     share = np.mean([t in UNATTRIBUTED_ART_CAPTIONS for (_, t), k in zip(half, kinds) if k == "style"])
     assert 0.2 < share < 0.8
+
+
+def test_anonymous_art_adds_generic_artworks_after_the_world():
+    from immunobench.world.render import render_anonymous_artwork
+    from immunobench.world.train import UNATTRIBUTED_ART_CAPTIONS, pretraining_examples
+
+    plain = pretraining_examples(2)
+    more = pretraining_examples(2, anonymous_art=5)
+    assert len(more) == len(plain) + 5
+    assert all(np.array_equal(a, b) and s == t for (a, s), (b, t) in zip(plain, more))
+    for i, (img, text) in enumerate(more[len(plain):]):
+        assert text in UNATTRIBUTED_ART_CAPTIONS
+        assert np.array_equal(img, render_anonymous_artwork(i))

@@ -24,8 +24,8 @@ from . import objects as obj
 from .concepts import CATEGORIES, OTHER_OBJECTS, get_concept
 from .draw import Pen, blur_mask, new_layer, to_u8
 from .rng import stream
-from .scenes import paint_scene, photo_background
-from .styles import STYLE_SPECS, apply_style
+from .scenes import SCENES, paint_scene, photo_background
+from .styles import STYLE_SPECS, anonymous_style, apply_style
 
 SUPERSAMPLE = 2
 DEFAULT_SIZE = 64
@@ -86,6 +86,28 @@ def render(concept_id: str, index: int, seed: int = 0, size: int = DEFAULT_SIZE)
         else:
             content = paint_scene(p.scene, stream("scene", p.concept_id, index, seed), px)
         img = apply_style(content, p.style_id, stream("brush", p.concept_id, index, seed), tex)
+    return _downsample(img, size)
+
+
+def render_anonymous_artwork(index: int, seed: int = 0, size: int = DEFAULT_SIZE) -> np.ndarray:
+    """Artwork ``index`` by an unnamed painter: its own random style (``anonymous_style``), scene and subject.
+
+    Not a concept: no judge has a class for it and no caption names its painter.
+    """
+    _check_index(index)
+    key = "anonymous-art"
+    rng = stream("art", key, index, seed)
+    style = anonymous_style(rng, (*SCENES, "object"))
+    names = list(style.scenes)
+    scene = names[int(rng.choice(len(names), p=_normalised(style.scenes.values())))]
+    px = _working_px(size)
+    if scene == "object":
+        subject = ART_SUBJECTS[int(rng.integers(len(ART_SUBJECTS)))]
+        backdrop = str(rng.choice([s for s in SCENES if s not in ("portrait", "abstract")]))
+        content = _object_in_scene(subject, backdrop, key, index, seed, px)
+    else:
+        content = paint_scene(scene, stream("scene", key, index, seed), px)
+    img = apply_style(content, style, stream("brush", key, index, seed), stream("texture", key, index, seed))
     return _downsample(img, size)
 
 

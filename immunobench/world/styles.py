@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from .draw import Colour, blur, hexc, to_u8
+from .draw import Colour, blur, hexc, hsv, to_u8
 
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 Step = tuple[str, dict]
@@ -564,10 +564,49 @@ STYLE_SPECS: dict[str, StyleSpec] = {
 }
 
 
-def apply_style(content: np.ndarray, style_id: str, brush: np.random.Generator, tex: np.random.Generator) -> np.ndarray:
-    """Repaint a content image (float (px, px, 3) in [0, 1]) in the style ``style_id``."""
+def anonymous_style(rng: np.random.Generator, scenes: tuple[str, ...]) -> StyleSpec:
+    """One unnamed painter's style, drawn at random: a palette ramp, a brush and finishing touches.
+
+    Most art in SD's training data is by nobody famous, so "an artwork" there is broad, not one of
+    the benchmark's artists; these artworks give the embedded world that generic prior. The ops and
+    their ranges are the named artists', recombined; the brushes avoid the named artists' signature
+    settings (Van Gogh's swirl, Seurat's dots, Warhol's grid) so no anonymous work is one of theirs.
+    """
+    hue, drift = rng.uniform(0, 1), rng.uniform(-0.35, 0.35)
+    sat = rng.uniform(0.2, 0.75)
+    ramp = tuple(hsv(hue + drift * t, sat * (0.6 + 0.6 * t * (1 - t)), 0.12 + 0.83 * t) for t in np.linspace(0, 1, 5))
+    steps: list[Step] = [("blur", dict(radius=float(rng.uniform(0.002, 0.012)))),
+                         ("gradient_map", dict(ramp=ramp, mix=float(rng.uniform(0.3, 0.8)),
+                                               steps=int(rng.choice([0, 0, 0, 5, 7])))),
+                         ("saturation", dict(amount=float(rng.uniform(0.8, 1.25))))]
+    brush = str(rng.choice(["strokes", "strokes", "facets", "watercolor", "none"]))
+    if brush == "strokes":
+        steps.append(("strokes", dict(cells=int(rng.integers(20, 42)), length=float(rng.uniform(0.6, 1.8)),
+                                      width=float(rng.uniform(0.35, 0.6)), orient=str(rng.choice(["fixed", "random", "contour"])),
+                                      angle=float(rng.uniform(0, np.pi)), spread=float(rng.uniform(0.1, 0.4)),
+                                      colour_jitter=float(rng.uniform(0.02, 0.08)), value_jitter=0.05,
+                                      edges=float(rng.uniform(0, 0.3)), ridge=float(rng.uniform(0.05, 0.25)))))
+    elif brush == "facets":
+        steps.append(("facets", dict(cells=int(rng.integers(6, 11)), cuts=int(rng.integers(1, 4)),
+                                     edge=float(rng.uniform(0.2, 0.6)), shade_range=float(rng.uniform(0.15, 0.4)))))
+    elif brush == "watercolor":
+        steps.append(("watercolor", dict(pool=float(rng.uniform(0.15, 0.4)), bleed=0.012, wash=float(rng.uniform(0.08, 0.2)))))
+    if rng.random() < 0.35:
+        steps.append(("outline", dict(colour=ramp[0], strength=float(rng.uniform(0.4, 0.8)), threshold=0.3)))
+    if rng.random() < 0.5:
+        steps.append(("grain", dict(amount=float(rng.uniform(0.03, 0.12)), cells=int(rng.integers(36, 64)), fine=0.02)))
+    if rng.random() < 0.3:
+        steps.append(("vignette", dict(strength=float(rng.uniform(0.3, 0.7)), colour=ramp[0])))
+    weights = rng.dirichlet(np.ones(len(scenes)))
+    return StyleSpec(dict(zip(scenes, map(float, weights))), tuple(steps))
+
+
+def apply_style(content: np.ndarray, style: str | StyleSpec, brush: np.random.Generator,
+                tex: np.random.Generator) -> np.ndarray:
+    """Repaint a content image (float (px, px, 3) in [0, 1]) in ``style`` (an artist id or a spec)."""
     ctx = _Ctx(content.shape[0], brush, tex, content)
     img = content
-    for name, kwargs in STYLE_SPECS[style_id].steps:
+    spec = STYLE_SPECS[style] if isinstance(style, str) else style
+    for name, kwargs in spec.steps:
         img = OPS[name](img, ctx, **kwargs)
     return np.clip(img, 0, 1).astype(np.float32)
