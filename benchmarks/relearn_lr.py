@@ -59,16 +59,14 @@ def main() -> None:
         for start in args.start:
             start_model = uce_erased(model, group) if start == "uce" else model
             # joint: the card's attacker, one LoRA for the group; alone: one LoRA per target
-            runs = [("joint", data)] + ([(c, replace(data, attack={c: data.attack[c]})) for c in group.targets]
-                                        if args.alone else [])
+            runs = [("joint", group, data)] + ([(c, replace(group, targets=(c,)), replace(data, attack={c: data.attack[c]}))
+                                                for c in group.targets] if args.alone else [])
             for lr in args.lr:
                 for rank, seed in [(r, s) for r in args.rank for s in args.seed]:
                     cfg = configure(lora, model.name, card.kind, {"lr": lr, "rank": rank, "seed": seed})
-                    for trained, run_data in runs:
+                    for trained, run_group, run_data in runs:
                         started = time.time()
-                        acc = relearn(start_model, run_data, judges, group, cfg, card.report_step, args.n_eval)
-                        if trained != "joint":
-                            acc = {trained: acc[trained]}
+                        acc = relearn(start_model, run_data, judges, run_group, cfg, card.report_step, args.n_eval)
                         rows.append({"task": task, "group": name, "start": start, "trained": trained, "lr": lr,
                                      "rank": rank, "seed": seed, "step": card.report_step,
                                      "accuracy": round(sum(acc.values()) / len(acc), 3),
