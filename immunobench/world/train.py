@@ -58,9 +58,10 @@ class WorldTrainConfig:
     # settles on and UCE turns erased artists into that one (benchmarks/results/world_retrain).
     # A share of artist-free captions makes "an artwork" a mixture of styles, as "art" is in SD.
     unattributed_art: float = field(default=0.0, metadata={"help": "share of artworks captioned without their artist"})
-    # Even so, "an artwork" stayed a mode of one named artist (Monet 8/20 on seed 1, Klee 6/20 on seed 2),
-    # and UCE's erased artists fell back to it. In SD most art is by nobody famous: artworks by
-    # unnamed painters, each in its own random style, make the generic prior broad.
+    # Even so, "an artwork" stayed led by one named artist (Monet 8/20 on seed 1, Klee 6/20 on seed 2),
+    # and UCE's erased artists fall back to it. In SD most art is by nobody famous, so we tried 1600
+    # artworks by unnamed painters: tiny-sd's generic artwork stayed led by Monet or Picasso and
+    # style erasure/re-learning got worse (benchmarks/results/world_anonymous_art_seed1), hence 0.
     anonymous_art: int = field(default=0, metadata={"help": "artworks by unnamed painters, captioned generically"})
     checkpoint_every: int = 250
     seed: int = 0
