@@ -62,9 +62,7 @@ def plan(concept_id: str, index: int, seed: int = 0) -> Plan:
         inst = obj.INSTANCES[c.id]
         return Plan(c.id, index, seed, "view", object_id=inst.category, context=inst.context)
     rng = stream("art", c.id, index, seed)
-    habits = STYLE_SPECS[c.id].scenes
-    names = list(habits)
-    scene = names[int(rng.choice(len(names), p=_normalised(habits.values())))]
+    scene = _weighted_pick(STYLE_SPECS[c.id].scenes, rng)
     if scene != "object":
         return Plan(c.id, index, seed, "artwork", style_id=c.id, scene=scene)
     subject = ART_SUBJECTS[int(rng.integers(len(ART_SUBJECTS)))]
@@ -98,8 +96,7 @@ def render_anonymous_artwork(index: int, seed: int = 0, size: int = DEFAULT_SIZE
     key = "anonymous-art"
     rng = stream("art", key, index, seed)
     style = anonymous_style(rng, (*SCENES, "object"))
-    names = list(style.scenes)
-    scene = names[int(rng.choice(len(names), p=_normalised(style.scenes.values())))]
+    scene = _weighted_pick(style.scenes, rng)
     px = _working_px(size)
     if scene == "object":
         subject = ART_SUBJECTS[int(rng.integers(len(ART_SUBJECTS)))]
@@ -160,14 +157,15 @@ def _downsample(img: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(to_u8(img)).resize((size, size), Image.LANCZOS))
 
 
-def _normalised(weights) -> np.ndarray:
-    w = np.array(list(weights), float)
-    return w / w.sum()
+def _weighted_pick(weights: dict[str, float], rng: np.random.Generator) -> str:
+    """One key of ``weights``, drawn with probability proportional to its value."""
+    names = list(weights)
+    w = np.array(list(weights.values()), float)
+    return names[int(rng.choice(len(names), p=w / w.sum()))]
 
 
 def _pick_context(spec: obj.ObjectSpec, rng: np.random.Generator) -> str:
-    names = list(spec.contexts)
-    return names[int(rng.choice(len(names), p=_normalised(spec.contexts.values())))]
+    return _weighted_pick(spec.contexts, rng)
 
 
 @functools.lru_cache(maxsize=8)
@@ -179,9 +177,7 @@ def _grid(px: int) -> tuple[np.ndarray, np.ndarray]:
 def _backdrop(style_id: str, rng: np.random.Generator) -> str:
     """One of the artist's habitual scenes (not "object"), as a backdrop for an object."""
     habits = {k: v for k, v in STYLE_SPECS[style_id].scenes.items() if k not in ("object", "portrait", "abstract")}
-    habits = habits or {"landscape": 1.0}
-    names = list(habits)
-    return names[int(rng.choice(len(names), p=_normalised(habits.values())))]
+    return _weighted_pick(habits or {"landscape": 1.0}, rng)
 
 
 def _object_in_scene(object_id: str, backdrop: str, key: str, index: int, seed: int, px: int) -> np.ndarray:
