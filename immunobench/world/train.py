@@ -45,6 +45,8 @@ class WorldTrainConfig:
     vae_batch: int = 32
     vae_lr: float = 1e-3
     vae_kl_weight: float = field(default=1e-6, metadata={"help": "β of the KL term, as in SD's VAE (1e-6)"})
+    # 5000 steps would fit the hour but drew, erased and re-learned worse on seeds 1 and 2 (19 and 16 of
+    # 22 world-check targets against 20 and 20; benchmarks/results/world_unet5000_seed1).
     unet_steps: int = field(default=8000, metadata={"help": "UNet + text encoder steps"})
     unet_batch: int = 32
     unet_lr: float = 1e-3
