@@ -5,11 +5,14 @@ LoRA re-learns it from 20 images of the un-erased model, and the world classifie
 generations per target at step 400. Settings: the lr (the papers' 1e-4, tiny-sd's preset 1e-3),
 the LoRA rank and seed (``--seed``: how much of a copy's figure is the attack's luck), the start model (``--start pretrained``: no UCE, the control), and whether the
 group's targets are re-learned jointly, as the card's attacker does, or one LoRA per target
-(``--alone``: which separates "LoRA cannot re-learn it" from "the targets interfere").
+(``--alone``: which separates "LoRA cannot re-learn it" from "the targets interfere"), and UCE's
+config (``--uce style_guide=art``: the start model under another erasure; each UCE start's accuracy
+on the group's targets and the mean over its others is recorded beside the re-learning).
 Writes benchmarks/results/relearn_lr.json (or ``--out``).
 
     .venv/bin/python benchmarks/relearn_lr.py [--lr 1e-4 1e-3] [--weights DIR]
     .venv/bin/python benchmarks/relearn_lr.py --weights DIR --groups relearn-style/3c-4 --lr 1e-3 --rank 4 16 --alone
+    .venv/bin/python benchmarks/relearn_lr.py --weights DIR --lr 1e-3 --seed 0 1 2 --uce style_guide=art
 """
 from __future__ import annotations
 
@@ -21,8 +24,8 @@ from pathlib import Path
 
 from immunobench.cards import get_card
 from immunobench.errors import UnknownNameError
-from immunobench.plugins import configure, discover, get_attack
-from immunobench.world.check import RELEARN_GROUPS, _Judges, attack_data, relearn, uce_erased
+from immunobench.plugins import configure, discover, get_attack, get_defense
+from immunobench.world.check import RELEARN_GROUPS, _accuracies, _Judges, _mean, attack_data, relearn, uce_erased
 
 from uce_residual import tiny_sd
 
@@ -38,9 +41,24 @@ def main() -> None:
     ap.add_argument("--groups", nargs="+", default=None, help="task/group, e.g. relearn-style/3c-4 (default: all)")
     ap.add_argument("--n-eval", type=int, default=10)
     ap.add_argument("--weights", default="shipped", help="'shipped' or a `world train --out` folder")
+    ap.add_argument("--uce", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="UCE config overrides over its tiny-sd preset, e.g. style_guide=art ('' for the empty prompt)")
     ap.add_argument("--out", default="benchmarks/results/relearn_lr.json")
     args = ap.parse_args()
     discover()
+    uce_overrides = {}
+    for item in args.uce:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--uce {item}: write KEY=VALUE, e.g. style_guide=art")
+        try:  # numbers as numbers, anything else as text
+            uce_overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            uce_overrides[key] = value
+    try:  # a bad key or value: one line, before the model loads
+        configure(get_defense("uce"), "tiny-sd", "style", uce_overrides)
+    except (TypeError, ValueError) as e:
+        ap.error(f"--uce: {e}")
     groups = []
     for task_group in args.groups or [f"{task}/{name}" for task, names in RELEARN_GROUPS.items() for name in names]:
         task, _, name = task_group.partition("/")
@@ -57,7 +75,14 @@ def main() -> None:
         task, name = card.task, group.name
         data = attack_data(model, group)
         for start in args.start:
-            start_model = uce_erased(model, group) if start == "uce" else model
+            start_model = uce_erased(model, group, uce_overrides) if start == "uce" else model
+            start_acc = _accuracies(start_model, judges, group, list(card.concepts), args.n_eval)
+            start_row = {"task": task, "group": name, "start": start, "uce": uce_overrides if start == "uce" else None,
+                         "targets": round(_mean(start_acc[c] for c in group.targets), 3),
+                         "others": round(_mean(start_acc[c] for c in group.others), 3),
+                         "per_concept": {c: round(v, 2) for c, v in start_acc.items()}}
+            rows.append(start_row)
+            print(json.dumps(start_row), flush=True)
             # joint: the card's attacker, one LoRA for the group; alone: one LoRA per target
             runs = [("joint", group, data)] + ([(c, replace(group, targets=(c,)), replace(data, attack={c: data.attack[c]}))
                                                 for c in group.targets] if args.alone else [])
@@ -67,7 +92,8 @@ def main() -> None:
                     for trained, run_group, run_data in runs:
                         started = time.time()
                         acc = relearn(start_model, run_data, judges, run_group, cfg, card.report_step, args.n_eval)
-                        rows.append({"task": task, "group": name, "start": start, "trained": trained, "lr": lr,
+                        rows.append({"task": task, "group": name, "start": start, "uce": start_row["uce"],
+                                     "trained": trained, "lr": lr,
                                      "rank": rank, "seed": seed, "step": card.report_step,
                                      "accuracy": round(sum(acc.values()) / len(acc), 3),
                                      "per_concept": {c: round(v, 2) for c, v in acc.items()},

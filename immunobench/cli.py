@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=".", help="folder for world_report.md, world_report.json and the image grids")
     p.add_argument("--n-eval", type=int, default=10, help="generations per concept and measurement")
     p.add_argument("--weights", help="tiny-sd weights to check instead of the shipped ones (a `world train --out` folder)")
+    p.add_argument("--lora-seeds", type=int, default=None,
+                   help="LoRA seeds averaged for the re-learning and personalization targets (default 2)")
 
     p = sub.add_parser("run", parents=[common], help="immunize, attack and measure a grid; writes a leaderboard")
     p.add_argument("--task", required=True, help="a task card name (see `immunobench list tasks`) or a card file")
@@ -300,7 +302,10 @@ def cmd_world(args: argparse.Namespace) -> None:
 
         if args.n_eval < 1:
             raise UserError(f"--n-eval must be >= 1, got {args.n_eval}")
-        report = world_check(args.out, n_eval=args.n_eval, weights=args.weights)
+        if args.lora_seeds is not None and args.lora_seeds < 1:
+            raise UserError(f"--lora-seeds must be >= 1, got {args.lora_seeds}")
+        seeds = {} if args.lora_seeds is None else {"lora_seeds": args.lora_seeds}
+        report = world_check(args.out, n_eval=args.n_eval, weights=args.weights, **seeds)
         missed = [t["name"] for t in report["targets"] if not t["met"]]
         print(f"world check: {len(report['targets']) - len(missed)}/{len(report['targets'])} targets met "
               f"in {report['seconds']:.0f} s; report in {args.out}/world_report.md")

@@ -3,6 +3,7 @@ committed world report is well formed, and the check's code path runs end to end
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from immunobench.backbones import EMBEDDED_WEIGHTS, load_backbone
@@ -102,11 +103,20 @@ def test_world_check_runs_end_to_end_and_writes_the_report(tmp_path, monkeypatch
 
     monkeypatch.setattr(check, "_generate", recording_generate)
     monkeypatch.setattr(lora, "adapt", recording_adapt)
-    report = world_check(tmp_path, n_eval=2, relearn_step=2, personal_step=2, log=lambda _: None)
+    report = world_check(tmp_path, n_eval=2, relearn_step=2, personal_step=2, lora_seeds=2, log=lambda _: None)
     # a personalized instance is judged on the prompt LoRA learned it under (castle was not, before)
     assert len(personalized) == len(PERSONAL_INSTANCES) and personalized <= generated
     names = [t["name"] for t in report["targets"]]
     assert len(names) == 2 + 3 * 2 + 4 * 3 + 2 and len(set(names)) == len(names)
+    # attack targets are the mean over the LoRA seeds, each seed's value kept; the others have none
+    attack_targets = [t for t in report["targets"] if "LoRA" in t["name"]]
+    assert len(attack_targets) == 4 + 2
+    for t in attack_targets:
+        assert len(t["per_seed"]) == 2 and t["value"] == pytest.approx(sum(t["per_seed"]) / 2, abs=1e-3)
+    assert all(t["per_seed"] is None for t in report["targets"] if t not in attack_targets)
+    assert report["settings"]["lora_seeds"] == [0, 1]
+    assert set(report["seconds_per_section"]) == {"judges", "generation", "erase and re-learn", "personalization"}
+    assert "mean over LoRA seeds 0, 1" in (tmp_path / "world_report.md").read_text()
     assert report["settings"]["n_eval"] == 2
     # the shipped VAE represents the held-out instances (seeds 1 and 2 of world v2 did not: purse 0.65, 0.57)
     assert set(report["details"]["vae_reconstruction"]) == set(PERSONAL_INSTANCES)
