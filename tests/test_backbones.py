@@ -33,7 +33,9 @@ def test_sampling_is_deterministic_and_seed_dependent(tiny_sd):
     a = diffusion.sample(tiny_sd, prompts, [0, 1, 0], steps=4)
     b = diffusion.sample(tiny_sd, prompts, [0, 1, 0], steps=4)
     assert a.shape == (3, 3, 64, 64) and torch.equal(a, b)
-    assert torch.equal(a[0], a[2])  # same prompt and seed within a batch
+    # same prompt and seed within a batch: equal up to float rounding (on an AMD EPYC host the CPU
+    # kernels round batch rows 0 and 2 differently; bit-equality held on the earlier hosts)
+    torch.testing.assert_close(a[0], a[2], atol=1e-5, rtol=0)
     assert not torch.allclose(a[0], a[1])
     alone = diffusion.sample(tiny_sd, prompts[:1], [0], steps=4, batch_size=1)
     torch.testing.assert_close(alone[0], a[0], atol=1e-4, rtol=0)  # independent of batch composition

@@ -40,7 +40,7 @@ EVAL_SEED0 = 10_000
 JUDGE_CHECK_SEED = 7_000  # world seed of the judges' check renders (training uses 1000+, their eval 2000+)
 RELEARN_GROUPS = {"relearn-style": ("2c-1", "3c-4"), "relearn-object": ("2c-2", "3c-4")}
 PERSONAL_INSTANCES = ("purse", "castle")
-LORA_SEEDS = 2  # attack draws averaged per target: two fit the 10-minute check on 2 cores (README: measured)
+LORA_SEEDS = 2  # attack draws averaged per target; each adds ~3 min on 2 cores to a check meant to take ~10
 
 
 @dataclass
