@@ -70,7 +70,7 @@ def main() -> None:
     model = tiny_sd(args.weights)
     judges = _Judges(model.spec.metric_family)
     lora = get_attack("lora")
-    rows = []
+    rows, starts = [], []
     for card, group in groups:
         task, name = card.task, group.name
         data = attack_data(model, group)
@@ -81,7 +81,7 @@ def main() -> None:
                          "targets": round(_mean(start_acc[c] for c in group.targets), 3),
                          "others": round(_mean(start_acc[c] for c in group.others), 3),
                          "per_concept": {c: round(v, 2) for c, v in start_acc.items()}}
-            rows.append(start_row)
+            starts.append(start_row)
             print(json.dumps(start_row), flush=True)
             # joint: the card's attacker, one LoRA for the group; alone: one LoRA per target
             runs = [("joint", group, data)] + ([(c, replace(group, targets=(c,)), replace(data, attack={c: data.attack[c]}))
@@ -101,7 +101,7 @@ def main() -> None:
                         print(json.dumps(rows[-1]), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "model": model.provenance(),
-                                          "n_eval": args.n_eval, "results": rows}, indent=2))
+                                          "n_eval": args.n_eval, "starts": starts, "results": rows}, indent=2))
 
 
 if __name__ == "__main__":

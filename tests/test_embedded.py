@@ -63,9 +63,13 @@ def test_committed_world_report_is_well_formed():
     report = json.loads((ROOT / "world_report.json").read_text())
     assert report["targets"]
     for t in report["targets"]:
-        assert set(t) == {"name", "value", "threshold", "direction", "met"}
+        assert set(t) == {"name", "value", "threshold", "direction", "met", "per_seed"}
         assert t["direction"] in (">=", "<=")
         assert t["met"] == (t["value"] >= t["threshold"] if t["direction"] == ">=" else t["value"] <= t["threshold"])
+        if t["per_seed"] is not None:  # an attack target: the mean over the report's LoRA seeds
+            assert len(t["per_seed"]) == len(report["settings"]["lora_seeds"])
+            assert t["value"] == pytest.approx(sum(t["per_seed"]) / len(t["per_seed"]), abs=1e-3)
+    assert sum(t["per_seed"] is not None for t in report["targets"]) == 4 + 2
 
 
 def test_check_targets_apply_their_direction():
