@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import time
+from statistics import fmean as _mean
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -86,11 +87,6 @@ def uce_erased(model: Backbone, group: ConceptGroup, overrides: dict | None = No
     uce = get_defense("uce")
     cfg = configure(uce, model.name, group.card.kind, overrides)
     return model.with_weights(unet=uce().immunize(model, group, None, cfg).unet)
-
-
-def _mean(values) -> float:
-    values = list(values)
-    return sum(values) / len(values)
 
 
 def attack_data(model: Backbone, group: ConceptGroup) -> TaskData:
@@ -208,7 +204,7 @@ def world_check(out: str | Path = ".", n_eval: int = 10, relearn_step: int | Non
         acc = {c: judges.accuracy(x, c) for c, x in zip(concepts, images)}
         _grid(images, grids / f"{task}-tiny-sd.png")
         details.setdefault("generation", {})[task] = acc
-        targets.append(Target(f"{task}: tiny-sd judge accuracy, mean over concepts", sum(acc.values()) / len(acc), 0.80, ">="))
+        targets.append(Target(f"{task}: tiny-sd judge accuracy, mean over concepts", _mean(acc.values()), 0.80, ">="))
         targets.append(Target(f"{task}: tiny-sd judge accuracy, worst concept", min(acc.values()), 0.50, ">="))
         log(f"{task}: generation accuracy {json.dumps({k: round(v, 2) for k, v in acc.items()})}")
     section("generation")
@@ -222,10 +218,10 @@ def world_check(out: str | Path = ".", n_eval: int = 10, relearn_step: int | Non
             group = card.group(name)
             erased = uce_erased(model, group)
             acc = _accuracies(erased, judges, group, list(card.concepts), n_eval)
-            target_acc = sum(acc[c] for c in group.targets) / len(group.targets)
+            target_acc = _mean(acc[c] for c in group.targets)
             # Table 5's form: the mean accuracy over the other concepts, before and after erasure
-            others_before = sum(base_acc[c] for c in group.others) / len(group.others)
-            others_after = sum(acc[c] for c in group.others) / len(group.others)
+            others_before = _mean(base_acc[c] for c in group.others)
+            others_after = _mean(acc[c] for c in group.others)
             drift = abs(others_after - others_before)
             targets.append(Target(f"{task} {name}: accuracy on UCE-erased targets", target_acc, 0.20, "<="))
             targets.append(Target(f"{task} {name}: change of mean accuracy on other concepts after UCE", drift, 0.10, "<="))
