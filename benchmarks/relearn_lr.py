@@ -1,18 +1,19 @@
 """LoRA re-learning in the embedded world under other attack settings and start models.
 
-The world check's re-learning target, per group and setting: UCE (tiny-sd preset) erases the group,
+The world check's re-learning target, per group and setting: UCE (its config for tiny-sd) erases the group,
 LoRA re-learns it from 20 images of the un-erased model, and the world classifier judges 10
 generations per target at step 400. Settings: the lr (the papers' 1e-4, tiny-sd's preset 1e-3),
 the LoRA rank and seed (``--seed``: how much of a copy's figure is the attack's luck), the start model (``--start pretrained``: no UCE, the control), and whether the
 group's targets are re-learned jointly, as the card's attacker does, or one LoRA per target
 (``--alone``: which separates "LoRA cannot re-learn it" from "the targets interfere"), and UCE's
-config (``--uce style_guide=art``: the start model under another erasure; each UCE start's accuracy
+config (``--uce style_guide=``: the start model under another erasure, here the empty-prompt style guide
+that tiny-sd's UCE preset used until 2026-11-30; each UCE start's accuracy
 on the group's targets and the mean over its others is recorded beside the re-learning).
 Writes benchmarks/results/relearn_lr.json (or ``--out``).
 
     .venv/bin/python benchmarks/relearn_lr.py [--lr 1e-4 1e-3] [--weights DIR]
     .venv/bin/python benchmarks/relearn_lr.py --weights DIR --groups relearn-style/3c-4 --lr 1e-3 --rank 4 16 --alone
-    .venv/bin/python benchmarks/relearn_lr.py --weights DIR --lr 1e-3 --seed 0 1 2 --uce style_guide=art
+    .venv/bin/python benchmarks/relearn_lr.py --weights DIR --lr 1e-3 --seed 0 1 2 --uce style_guide=
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def main() -> None:
     ap.add_argument("--n-eval", type=int, default=10)
     ap.add_argument("--weights", default="shipped", help="'shipped' or a `world train --out` folder")
     ap.add_argument("--uce", nargs="+", default=[], metavar="KEY=VALUE",
-                    help="UCE config overrides over its tiny-sd preset, e.g. style_guide=art ('' for the empty prompt)")
+                    help="UCE config overrides, e.g. style_guide= (the empty prompt) or style_guide=art")
     ap.add_argument("--out", default="benchmarks/results/relearn_lr.json")
     args = ap.parse_args()
     discover()

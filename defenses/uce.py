@@ -28,9 +28,11 @@ of the shared template "a photo of a" are held only by λ). In SD's 768-dimensio
 skipped rows are left alone anyway; in tiny-sd's 64 dimensions the edit moved them, and the other
 objects lost 15–30 points of accuracy (world check, 2026-11-24): with whole prompts, 0–4 points.
 
-Preset: tiny-sd erases styles toward the unconditional guide, because there "an artwork of art"
-draws Van Gogh (12 of 20 generations, 2026-11-24: every training artwork names its artist), so
-"art" cannot erase him.
+No backbone preset: tiny-sd, too, erases styles toward the paper's "art". Its former copy (world v1,
+every training artwork named its artist) drew Van Gogh for "an artwork of art" and needed the
+unconditional guide; the shipped copy (world v2, a quarter of the artworks captioned without their
+artist) draws a generic artwork for it, and "art" erased Monet there where "" left him half drawn
+(world check, 2026-11-30).
 """
 from __future__ import annotations
 
@@ -63,9 +65,8 @@ class UCEConfig:
 class UCE(Defense):
     """Closed-form erasure of the group's concepts in cross-attention K/V (UCE, paper-era script)."""
 
-    version = "3"  # 2: preserve the other concepts for objects too; 3: rows="concept"
+    version = "4"  # 2: preserve the other concepts for objects too; 3: rows="concept"; 4: no tiny-sd preset
     Config = UCEConfig
-    presets = {"tiny-sd": {"style_guide": ""}}
 
     def immunize(self, model, group, data, cfg: UCEConfig = UCEConfig()) -> Immunized:
         style = group.card.concept_type == "style"

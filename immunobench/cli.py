@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vae-steps", type=int)
     p.add_argument("--images-per-concept", type=int)
     p.add_argument("--seed", type=int)
-    p.add_argument("--unattributed-art", type=float, help="share of artworks captioned without their artist (default 0)")
+    p.add_argument("--unattributed-art", type=float, help="share of artworks captioned without their artist (default 0.25)")
     p.add_argument("--anonymous-art", type=int, help="artworks by unnamed painters, captioned generically (default 0)")
 
     p = world_sub.add_parser("train-judges", parents=[common],
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-eval", type=int, default=10, help="generations per concept and measurement")
     p.add_argument("--weights", help="tiny-sd weights to check instead of the shipped ones (a `world train --out` folder)")
     p.add_argument("--lora-seeds", type=int, default=None,
-                   help="LoRA seeds averaged for the re-learning and personalization targets (default 2)")
+                   help="LoRA seeds averaged for the re-learning and personalization targets (default 1; 3 or more to judge a retrained copy)")
 
     p = sub.add_parser("run", parents=[common], help="immunize, attack and measure a grid; writes a leaderboard")
     p.add_argument("--task", required=True, help="a task card name (see `immunobench list tasks`) or a card file")

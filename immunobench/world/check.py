@@ -16,6 +16,8 @@ The attack targets (4, 5) are the mean over ``lora_seeds`` LoRA seeds (0, 1, …
 LoRA's A factors, batch order and noise; every seed's value is in the report. One seed is one draw of
 the attack: over seeds 0–4 one copy's style 3c-4 re-learned 0.50–0.80 and its castle gained
 +0.041 to +0.097 (benchmarks/results/world_v2_seed1_vae4000), so a single draw decided its verdict.
+The default is one seed, because the issue asks for a check of at most 10 minutes on 2 cores and
+each further seed adds 3–4 minutes there; judge a retrained copy with ``--lora-seeds 3`` or more.
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ EVAL_SEED0 = 10_000
 JUDGE_CHECK_SEED = 7_000  # world seed of the judges' check renders (training uses 1000+, their eval 2000+)
 RELEARN_GROUPS = {"relearn-style": ("2c-1", "3c-4"), "relearn-object": ("2c-2", "3c-4")}
 PERSONAL_INSTANCES = ("purse", "castle")
-LORA_SEEDS = 2  # attack draws averaged per target; each adds ~3 min on 2 cores to a check meant to take ~10
+LORA_SEEDS = 1  # attack draws averaged per target; each adds 3–4 min on 2 cores to a check meant to take ≤ 10
 
 
 @dataclass
@@ -302,8 +304,11 @@ def _sampler_note(report: dict) -> str:
 
 def _seeds_note(report: dict) -> str:
     seeds = report["settings"].get("lora_seeds")
-    return (f" Re-learning and personalization: the mean over LoRA seeds {', '.join(map(str, seeds))}."
-            if seeds else "")
+    if not seeds:
+        return ""
+    if len(seeds) == 1:
+        return f" Re-learning and personalization: one LoRA seed, {seeds[0]} (`--lora-seeds N` averages N)."
+    return f" Re-learning and personalization: the mean over LoRA seeds {', '.join(map(str, seeds))}."
 
 
 def _markdown(report: dict) -> str:

@@ -58,8 +58,9 @@ class WorldTrainConfig:
     caption_dropout: float = field(default=0.1, metadata={"help": "share of empty captions, for CFG"})
     # World v1 names the artist on every artwork, so a generic artwork is whichever artist a run
     # settles on and UCE turns erased artists into that one (benchmarks/results/world_retrain).
-    # A share of artist-free captions makes "an artwork" a mixture of styles, as "art" is in SD.
-    unattributed_art: float = field(default=0.0, metadata={"help": "share of artworks captioned without their artist"})
+    # A share of artist-free captions makes "an artwork" a mixture of styles, as "art" is in SD, and
+    # lets UCE erase toward its paper guide "art" (world v2, the shipped copy since 2026-11-30).
+    unattributed_art: float = field(default=0.25, metadata={"help": "share of artworks captioned without their artist"})
     # Even so, "an artwork" stayed led by one named artist (Monet 8/20 on seed 1, Klee 6/20 on seed 2),
     # and UCE's erased artists fall back to it. In SD most art is by nobody famous, so we tried 1600
     # artworks by unnamed painters: tiny-sd's generic artwork stayed led by Monet or Picasso and
