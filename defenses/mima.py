@@ -68,8 +68,9 @@ PRESETS: dict[str, dict] = {
     # Target accuracy after LoRA (undefended 1.00) / others (undefended 0.73): outer 1e-4 → 1.00 /
     # 0.67, 2e-4 → 0.81 / 0.65, 3e-4 → 0.12 / 0.38 (highest MSGR in C, D, L and MRSGR in C, L).
     # The inner lr barely matters (1e-2 vs 1e-1). No setting protects the targets without costing
-    # the others: a finding, reported in the README. Swept at tiny-sd's former sampling guidance 5;
-    # at today's 3 the demo measures targets 0.53 with this preset (README, "The demo, measured").
+    # the others: a finding, reported in the README. Swept at tiny-sd's former sampling guidance 5 on
+    # the former copy (world v1, fingerprint f209cc8efebc6acd); on today's copy at guidance 3 the demo
+    # measures targets 0.49, others 0.65 (undefended 0.87, 0.74) with this preset (README, "The demo").
     "tiny-sd": {"outer_lr": 3e-4, "inner_lr": 1e-2, "steps": 60},
     "tiny-sd/personalization": {"steps": 60},
 }
