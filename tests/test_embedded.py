@@ -16,6 +16,21 @@ def test_shipped_weights_fit_the_budget():
     assert total <= 40 * 2**20, f"shipped weights are {total / 2**20:.1f} MiB; the budget is 40 MiB"
 
 
+def test_shipped_tiny_sd_is_world_trains_default_output():
+    """The shipped weights are `world train` at today's defaults, from scratch: that run's report holds
+    today's default config (so a config change must ship a new copy), and the shipped VAE reproduces
+    the run's latent scale and its reconstruction MSE of the held-out references to the last digit."""
+    from dataclasses import asdict
+
+    from immunobench.world.train import WorldTrainConfig, reference_reconstruction_mse
+
+    run = json.loads((ROOT / "benchmarks/results/world_v2_seed0_vae4000/train_report.json").read_text())
+    assert run["config"] == json.loads(json.dumps(asdict(WorldTrainConfig())))
+    model = load_backbone("tiny-sd")
+    assert model.vae.config.scaling_factor == run["latent_scaling_factor"]
+    assert reference_reconstruction_mse(model, model.resolution) == pytest.approx(run["vae_reference_mse"], rel=1e-5)
+
+
 def test_tiny_sd_loads_through_the_sd_loader_and_samples_deterministically():
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel
