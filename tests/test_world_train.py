@@ -91,7 +91,7 @@ def test_unattributed_art_changes_only_artwork_captions():
 
     kinds = [get_concept(c).kind for c in PRETRAINING for _ in range(4)]
     names = [get_concept(c).name for c in PRETRAINING for _ in range(4)]
-    named = pretraining_examples(4)
+    named = pretraining_examples(4, unattributed_art=0.0)
     assert all(name in text for (_, text), kind, name in zip(named, kinds, names) if kind == "style")
     generic = pretraining_examples(4, unattributed_art=1.0)
     for (img_a, text_a), (img_b, text_b), kind in zip(named, generic, kinds):
@@ -114,3 +114,33 @@ def test_anonymous_art_adds_generic_artworks_after_the_world():
     for i, (img, text) in enumerate(more[len(plain):]):
         assert text in UNATTRIBUTED_ART_CAPTIONS
         assert np.array_equal(img, render_anonymous_artwork(i))
+
+
+def _subparser(parser, name):
+    import argparse
+
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+
+
+def test_world_help_states_the_defaults_the_code_uses():
+    import inspect
+    import re
+
+    from immunobench.cli import build_parser
+    from immunobench.world.check import LORA_SEEDS
+    from immunobench.world.train import WorldTrainConfig, pretraining_examples
+
+    world = _subparser(build_parser(), "world")
+
+    def stated(command, option):
+        action = next(a for a in _subparser(world, command)._actions if option in a.option_strings)
+        return re.search(r"\(default ([^;)]+)", action.help).group(1)
+
+    cfg = WorldTrainConfig()
+    assert float(stated("train", "--unattributed-art")) == cfg.unattributed_art
+    assert int(stated("train", "--anonymous-art")) == cfg.anonymous_art
+    assert int(stated("check", "--lora-seeds")) == LORA_SEEDS
+    # the renderer's defaults are the recipe's: a caller that omits them renders the shipped world
+    params = inspect.signature(pretraining_examples).parameters
+    assert params["unattributed_art"].default == cfg.unattributed_art
+    assert params["anonymous_art"].default == cfg.anonymous_art

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import json
 import time
-from statistics import fmean as _mean
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from statistics import fmean as _mean
 from typing import Callable
 
 import torch

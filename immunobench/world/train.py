@@ -197,8 +197,9 @@ UNATTRIBUTED_ART_CAPTIONS = ("an artwork", "a painting", "a work of art", "art")
 
 
 def pretraining_examples(images_per_concept: int, seed: int = 0, size: int = 64,
-                         progress: Progress | None = None, unattributed_art: float = 0.0,
-                         anonymous_art: int = 0) -> list[Example]:
+                         progress: Progress | None = None,
+                         unattributed_art: float = WorldTrainConfig.unattributed_art,
+                         anonymous_art: int = WorldTrainConfig.anonymous_art) -> list[Example]:
     """Rendered (image, caption) pairs of every concept except the held-out personal instances.
 
     ``unattributed_art`` of the artworks (chosen per image, deterministically) get an artist-free
