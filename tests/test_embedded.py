@@ -78,13 +78,17 @@ def test_committed_world_report_is_well_formed():
     report = json.loads((ROOT / "world_report.json").read_text())
     assert report["targets"]
     for t in report["targets"]:
-        assert set(t) == {"name", "value", "threshold", "direction", "met", "per_seed"}
+        assert set(t) == {"name", "value", "threshold", "direction", "met", "per_seed", "interval", "images"}
+        if t["interval"] is not None:  # an accuracy target: the judged sample's interval holds the value
+            assert t["interval"][0] <= t["value"] <= t["interval"][1] and t["images"] >= 10
         assert t["direction"] in (">=", "<=")
         assert t["met"] == (t["value"] >= t["threshold"] if t["direction"] == ">=" else t["value"] <= t["threshold"])
         if t["per_seed"] is not None:  # an attack target: the mean over the report's LoRA seeds
             assert len(t["per_seed"]) == len(report["settings"]["lora_seeds"])
             assert t["value"] == pytest.approx(sum(t["per_seed"]) / len(t["per_seed"]), abs=1e-3)
     assert sum(t["per_seed"] is not None for t in report["targets"]) == 4 + 2
+    # every target but the worst-concept ones and the similarity gains is a proportion of judged images
+    assert sum(t["interval"] is not None for t in report["targets"]) == 2 + 3 + 4 * 3
 
 
 def test_check_targets_apply_their_direction():
@@ -94,11 +98,33 @@ def test_check_targets_apply_their_direction():
     assert Target("b", 0.2, 0.2, "<=").met and not Target("b", 0.21, 0.2, "<=").met
     report = {"date": "2026-11-24", "model": {"name": "tiny-sd", "fingerprint": "x"}, "seconds": 1.0,
               "all_met": False, "targets": [vars(Target("b", 0.21, 0.2, "<="))], "settings": {"weights": "shipped"}}
-    assert "| b | 0.210 | <= 0.2 | **no** |" in _markdown(report) and "weights `" not in _markdown(report)
+    assert "| b | 0.210 |  | <= 0.2 | **no** |" in _markdown(report) and "weights `" not in _markdown(report)
     report["settings"]["weights"] = "/tmp/retrained"
     assert "weights `/tmp/retrained`" in _markdown(report)
     report["settings"]["sampler"] = {"sampler": "ddim", "steps": 25, "guidance_scale": 3.0}
     assert "DDIM, 25 steps, guidance 3.0" in _markdown(report)
+
+
+def test_check_intervals_cover_the_judged_proportion():
+    """The report's 95% intervals: Wilson's for one proportion, Newcombe's for a change of two."""
+    import numpy as np
+
+    from immunobench.world.check import accuracy_target, change_interval, wilson_interval
+
+    assert wilson_interval(0.5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert wilson_interval(0.0, 10)[0] == 0.0 and wilson_interval(0.0, 10)[1] == pytest.approx(0.2775, abs=1e-4)
+    narrow, wide = wilson_interval(0.35, 200), wilson_interval(0.35, 20)
+    assert wide[0] < narrow[0] < 0.35 < narrow[1] < wide[1]
+    # coverage: over 4000 draws of 20 images at p = 0.35 (Monet's rate under the guide), about 95%
+    draws = np.random.default_rng(0).binomial(20, 0.35, 4000) / 20
+    covered = np.mean([lo <= 0.35 <= hi for lo, hi in (wilson_interval(k, 20) for k in draws)])
+    assert 0.92 <= covered <= 0.99
+    # a change: no change is inside the interval of equal proportions, far outside that of 0.2 vs 0.8
+    assert change_interval(0.9, 0.9, 70)[0] == 0.0
+    lo, hi = change_interval(0.2, 0.8, 100)
+    assert 0 < lo < 0.6 < hi
+    t = accuracy_target("erased", 0.25, 20, 0.20, "<=")
+    assert not t.met and t.images == 20 and t.interval[0] < 0.20 < t.interval[1]  # missed, within the sample's reach
 
 
 def test_world_check_runs_end_to_end_and_writes_the_report(tmp_path, monkeypatch):
@@ -133,6 +159,10 @@ def test_world_check_runs_end_to_end_and_writes_the_report(tmp_path, monkeypatch
     for t in attack_targets:
         assert len(t["per_seed"]) == 2 and t["value"] == pytest.approx(sum(t["per_seed"]) / 2, abs=1e-3)
     assert all(t["per_seed"] is None for t in report["targets"] if t not in attack_targets)
+    relearned = [t for t in attack_targets if "re-learning" in t["name"]]
+    # re-learning pools n_eval images × the group's targets (2 or 3) × the LoRA seeds
+    assert sorted(t["images"] for t in relearned) == sorted([2 * 2 * 2, 2 * 3 * 2] * 2)
+    assert "95% interval" in (tmp_path / "world_report.md").read_text()
     assert report["settings"]["lora_seeds"] == [0, 1]
     assert set(report["seconds_per_section"]) == {"judges", "generation", "erase and re-learn", "personalization"}
     assert "mean over LoRA seeds 0, 1" in (tmp_path / "world_report.md").read_text()
