@@ -1,6 +1,6 @@
 """What a re-learned target is drawn as: world-classifier verdicts through a LoRA re-learning run.
 
-For one group (UCE and LoRA with their tiny-sd presets): the verdicts on the attacker's images
+For one group (UCE as configured for tiny-sd, LoRA with its tiny-sd preset): the verdicts on the attacker's images
 per target, then on generations per target at each checkpoint step. Writes the lines it prints.
 
     .venv/bin/python benchmarks/relearn_verdicts.py --weights /tmp/v2/tiny-sd --task relearn-style --group 3c-4

@@ -2,7 +2,7 @@
 
 Joint re-learning must pull the targets apart again. Per world-check group: the targets' and the
 other concepts' prompts through every cross-attention K and V projection (all 77 rows), before and
-after UCE (tiny-sd preset); the figure is the mean distance between two targets' outputs divided by
+after UCE (as configured for tiny-sd); the figure is the mean distance between two targets' outputs divided by
 the mean distance between a target's and another concept's, averaged over layers (1: targets as far
 apart as from anything else; 0: one point). Also the centred cosine of the targets' text embeddings.
 Writes benchmarks/results/uce_collapse.json (or ``--out``).

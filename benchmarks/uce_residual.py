@@ -2,7 +2,7 @@
 
 "Accuracy on erased targets" only says a target is no longer drawn. This records what is drawn
 instead, per model copy: for each world-check group, 20 generations per erased target after UCE
-(tiny-sd preset), and, for comparison, 20 generations of the generic prompts the erased prompts
+(as configured for tiny-sd), and, for comparison, 20 generations of the generic prompts the erased prompts
 fall back to. Pass ``--weights DIR`` (repeatable) to compare a retrained copy with the shipped one.
 Writes benchmarks/results/uce_residual.json.
 
