@@ -3,9 +3,12 @@
 Per copy (shipped or `world train --out` folders), instance, lr and LoRA seed: LoRA (tiny-sd preset, lr
 overridden) on the instance's reference views, and the DINO-role similarity of 10 generations to
 the references at each checkpoint; the target is the gain at step 200 over step 0 (≥ 0.05).
-Appends one JSON line per run to the output, so an interrupted sweep keeps what it measured.
+Appends one JSON line per run to the output, so an interrupted sweep keeps what it measured. Each
+line also holds, per checkpoint, the share of generations the world classifier calls the instance's
+category; ``--grids DIR`` saves, per run, the references and then each checkpoint's generations.
 
     .venv/bin/python benchmarks/personalization_lora.py --weights shipped /tmp/v2/tiny-sd --lr 1e-3 3e-3
+    .venv/bin/python benchmarks/personalization_lora.py --weights /tmp/v2/tiny-sd --instances castle --seed 1 --grids /tmp/grids
 """
 from __future__ import annotations
 
@@ -15,7 +18,8 @@ import time
 from pathlib import Path
 
 from immunobench.plugins import configure, discover, get_attack
-from immunobench.world.check import PERSONAL_INSTANCES, _Judges, personalize
+from immunobench.world.check import PERSONAL_INSTANCES, _grid, _Judges, personalize
+from immunobench.world.concepts import get_concept
 
 from uce_residual import tiny_sd
 
@@ -29,6 +33,7 @@ def main() -> None:
     ap.add_argument("--checkpoints", type=int, nargs="+", default=[0, 40, 100, 200])
     ap.add_argument("--n-eval", type=int, default=10)
     ap.add_argument("--out", default="benchmarks/results/personalization_lora.jsonl")
+    ap.add_argument("--grids", help="folder for one PNG per run: references, then each checkpoint's generations")
     args = ap.parse_args()
     discover()
     lora = get_attack("lora")
@@ -41,12 +46,25 @@ def main() -> None:
             for lr, seed in [(lr, s) for lr in args.lr for s in args.seed]:
                 started = time.time()
                 cfg = configure(lora, model.name, "personalization", {"lr": lr, "seed": seed})
-                sims, _, _ = personalize(model, instance, judges, cfg, sorted(set(args.checkpoints)), args.n_eval)
+                category = get_concept(instance).category_id
+                generations, as_category = [], {}
+
+                def judge(step, images):
+                    generations.append(images)
+                    as_category[step] = round(judges.accuracy(images, category), 2)
+
+                sims, refs, _ = personalize(model, instance, judges, cfg, sorted(set(args.checkpoints)), args.n_eval,
+                                            on_checkpoint=judge)
                 row = {"weights": weights, "fingerprint": model.provenance()["fingerprint"], "instance": instance,
                        "lr": lr, "seed": seed, "similarity": {s: round(v, 3) for s, v in sims.items()},
+                       "judged_as_category": as_category,
                        "gain_at_last": round(sims[max(sims)] - sims[0], 3), "n_eval": args.n_eval,
                        "seconds": round(time.time() - started, 1), "date": time.strftime("%Y-%m-%d")}
                 print(json.dumps(row), flush=True)
+                if args.grids:
+                    Path(args.grids).mkdir(parents=True, exist_ok=True)
+                    fingerprint = row["fingerprint"]
+                    _grid([refs, *generations], Path(args.grids) / f"{fingerprint}-{instance}-lr{lr:g}-seed{seed}.png")
                 with out.open("a") as f:
                     f.write(json.dumps(row) + "\n")
 

@@ -127,6 +127,19 @@ def test_check_intervals_cover_the_judged_proportion():
     assert not t.met and t.images == 20 and t.interval[0] < 0.20 < t.interval[1]  # missed, within the sample's reach
 
 
+def test_personalize_shows_every_checkpoint():
+    from immunobench.plugins import configure, get_attack
+    from immunobench.world.check import _Judges, personalize
+
+    model = load_backbone("tiny-sd")
+    seen = {}
+    cfg = configure(get_attack("lora"), model.name, "personalization")
+    sims, refs, last = personalize(model, "castle", _Judges("world"), cfg, [0, 2], 2,
+                                   on_checkpoint=lambda step, images: seen.__setitem__(step, images.clone()))
+    assert list(seen) == list(sims) == [0, 2]
+    assert torch.equal(seen[2], last) and not torch.equal(seen[0], seen[2])  # step 2's LoRA changed the drawing
+
+
 def test_world_check_runs_end_to_end_and_writes_the_report(tmp_path, monkeypatch):
     """A fast smoke run (2 images, 2 attack steps): the code path of `immunobench world check`."""
     from immunobench.plugins import BACKBONES, get_attack

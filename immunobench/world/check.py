@@ -149,11 +149,13 @@ def reference_images(instance: str, size: int | None = None) -> torch.Tensor:
 
 
 def personalize(model: Backbone, instance: str, judges: _Judges, lora_cfg, checkpoints: list[int],
-                n_eval: int) -> tuple[dict[int, float], torch.Tensor, torch.Tensor]:
+                n_eval: int, on_checkpoint: Callable[[int, torch.Tensor], None] | None = None,
+                ) -> tuple[dict[int, float], torch.Tensor, torch.Tensor]:
     """LoRA on an instance's reference views under the card's attack prompt.
 
     Returns the DINO-role similarity of ``n_eval`` generations (that prompt) to the references at
-    each checkpoint, the references, and the generations at the last checkpoint.
+    each checkpoint, the references, and the generations at the last checkpoint; ``on_checkpoint``
+    sees every checkpoint's generations.
     """
     card = get_card("personalization")
     group = card.group(next(g for g, members in card.groups.items() if instance in members))
@@ -165,6 +167,8 @@ def personalize(model: Backbone, instance: str, judges: _Judges, lora_cfg, check
     for step, adapted in get_attack("lora")().adapt(model, single, data, lora_cfg, checkpoints=checkpoints):
         gen = _generate(adapted, [prompt], EVAL_SEED0, n_eval)[0]
         sims[step] = float(judges.dino.pairwise(gen, refs).mean())
+        if on_checkpoint is not None:
+            on_checkpoint(step, gen)
     return sims, refs, gen
 
 
