@@ -4,8 +4,9 @@ Per copy (shipped or `world train --out` folders), instance, lr and LoRA seed: L
 overridden) on the instance's reference views, and the DINO-role similarity of 10 generations to
 the references at each checkpoint; the target is the gain at step 200 over step 0 (≥ 0.05).
 Appends one JSON line per run to the output, so an interrupted sweep keeps what it measured. Each
-line also holds, per checkpoint, the share of generations the world classifier calls the instance's
-category; ``--grids DIR`` saves, per run, the references and then each checkpoint's generations.
+line also holds, per checkpoint, the similarity to the references under the other two judges (CLIP-
+and LPIPS-role) and the share of generations the world classifier calls the instance's category;
+``--grids DIR`` saves, per run, the references and then each checkpoint's generations.
 
     .venv/bin/python benchmarks/personalization_lora.py --weights shipped /tmp/v2/tiny-sd --lr 1e-3 3e-3
     .venv/bin/python benchmarks/personalization_lora.py --weights /tmp/v2/tiny-sd --instances castle --seed 1 --grids /tmp/grids
@@ -17,8 +18,8 @@ import json
 import time
 from pathlib import Path
 
-from immunobench.plugins import configure, discover, get_attack
-from immunobench.world.check import PERSONAL_INSTANCES, _grid, _Judges, personalize
+from immunobench.plugins import configure, discover, get_attack, get_metric, judges_for
+from immunobench.world.check import PERSONAL_INSTANCES, _grid, _Judges, personalize, reference_images
 from immunobench.world.concepts import get_concept
 
 from uce_residual import tiny_sd
@@ -42,22 +43,25 @@ def main() -> None:
     for weights in args.weights:
         model = tiny_sd(weights)
         judges = _Judges(model.spec.metric_family)
+        others = {role: get_metric(judges_for(model.spec.metric_family)[role])() for role in ("C", "L")}
         for instance in args.instances:
             for lr, seed in [(lr, s) for lr in args.lr for s in args.seed]:
                 started = time.time()
                 cfg = configure(lora, model.name, "personalization", {"lr": lr, "seed": seed})
                 category = get_concept(instance).category_id
-                generations, as_category = [], {}
+                refs = reference_images(instance)
+                generations, as_category, by_judge = [], {}, {}
 
                 def judge(step, images):
                     generations.append(images)
                     as_category[step] = round(judges.accuracy(images, category), 2)
+                    by_judge[step] = {role: round(float(m.pairwise(images, refs).mean()), 3) for role, m in others.items()}
 
-                sims, refs, _ = personalize(model, instance, judges, cfg, sorted(set(args.checkpoints)), args.n_eval,
+                sims, _, _ = personalize(model, instance, judges, cfg, sorted(set(args.checkpoints)), args.n_eval,
                                             on_checkpoint=judge)
                 row = {"weights": weights, "fingerprint": model.provenance()["fingerprint"], "instance": instance,
                        "lr": lr, "seed": seed, "similarity": {s: round(v, 3) for s, v in sims.items()},
-                       "judged_as_category": as_category,
+                       "similarity_clip_lpips": by_judge, "judged_as_category": as_category,
                        "gain_at_last": round(sims[max(sims)] - sims[0], 3), "n_eval": args.n_eval,
                        "seconds": round(time.time() - started, 1), "date": time.strftime("%Y-%m-%d")}
                 print(json.dumps(row), flush=True)
