@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from immunobench.plugins import configure, discover, get_attack, get_metric, judges_for
-from immunobench.world.check import PERSONAL_INSTANCES, _grid, _Judges, personalize, reference_images
+from immunobench.world.check import PERSONAL_INSTANCES, _grid, _Judges, personalize
 from immunobench.world.concepts import get_concept
 
 from uce_residual import tiny_sd
@@ -48,17 +48,13 @@ def main() -> None:
             for lr, seed in [(lr, s) for lr in args.lr for s in args.seed]:
                 started = time.time()
                 cfg = configure(lora, model.name, "personalization", {"lr": lr, "seed": seed})
+                generations = {}
+                sims, refs, _ = personalize(model, instance, judges, cfg, sorted(set(args.checkpoints)), args.n_eval,
+                                            on_checkpoint=generations.__setitem__)
                 category = get_concept(instance).category_id
-                refs = reference_images(instance)
-                generations, as_category, by_judge = [], {}, {}
-
-                def judge(step, images):
-                    generations.append(images)
-                    as_category[step] = round(judges.accuracy(images, category), 2)
-                    by_judge[step] = {role: round(float(m.pairwise(images, refs).mean()), 3) for role, m in others.items()}
-
-                sims, _, _ = personalize(model, instance, judges, cfg, sorted(set(args.checkpoints)), args.n_eval,
-                                            on_checkpoint=judge)
+                as_category = {step: round(judges.accuracy(x, category), 2) for step, x in generations.items()}
+                by_judge = {step: {role: round(float(m.pairwise(x, refs).mean()), 3) for role, m in others.items()}
+                            for step, x in generations.items()}
                 row = {"weights": weights, "fingerprint": model.provenance()["fingerprint"], "instance": instance,
                        "lr": lr, "seed": seed, "similarity": {s: round(v, 3) for s, v in sims.items()},
                        "similarity_clip_lpips": by_judge, "judged_as_category": as_category,
@@ -67,8 +63,8 @@ def main() -> None:
                 print(json.dumps(row), flush=True)
                 if args.grids:
                     Path(args.grids).mkdir(parents=True, exist_ok=True)
-                    fingerprint = row["fingerprint"]
-                    _grid([refs, *generations], Path(args.grids) / f"{fingerprint}-{instance}-lr{lr:g}-seed{seed}.png")
+                    _grid([refs, *generations.values()],
+                          Path(args.grids) / f"{row['fingerprint']}-{instance}-lr{lr:g}-seed{seed}.png")
                 with out.open("a") as f:
                     f.write(json.dumps(row) + "\n")
 
