@@ -6,16 +6,20 @@ the references at each checkpoint; the target is the gain at step 200 over step 
 Appends one JSON line per run to the output, so an interrupted sweep keeps what it measured. Each
 line also holds, per checkpoint, the similarity to the references under the other two judges (CLIP-
 and LPIPS-role) and the share of generations the world classifier calls the instance's category;
-``--grids DIR`` saves, per run, the references and then each checkpoint's generations.
+``--grids DIR`` saves, per run, the references and then each checkpoint's generations; ``--guidance``
+samples (every checkpoint, the un-adapted model included) at other guidance scales than the model's.
 
     .venv/bin/python benchmarks/personalization_lora.py --weights shipped /tmp/v2/tiny-sd --lr 1e-3 3e-3
     .venv/bin/python benchmarks/personalization_lora.py --weights /tmp/v2/tiny-sd --instances castle --seed 1 --grids /tmp/grids
+    .venv/bin/python benchmarks/personalization_lora.py --instances castle --checkpoints 0 200 --guidance 1 2 3
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from immunobench.plugins import configure, discover, get_attack, get_metric, judges_for
@@ -33,6 +37,7 @@ def main() -> None:
     ap.add_argument("--instances", nargs="+", default=list(PERSONAL_INSTANCES))
     ap.add_argument("--checkpoints", type=int, nargs="+", default=[0, 40, 100, 200])
     ap.add_argument("--n-eval", type=int, default=10)
+    ap.add_argument("--guidance", type=float, nargs="+", help="sampling guidance scales (default: the model's)")
     ap.add_argument("--out", default="benchmarks/results/personalization_lora.jsonl")
     ap.add_argument("--grids", help="folder for one PNG per run: references, then each checkpoint's generations")
     args = ap.parse_args()
@@ -41,32 +46,35 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for weights in args.weights:
-        model = tiny_sd(weights)
-        judges = _Judges(model.spec.metric_family)
-        others = {role: get_metric(judges_for(model.spec.metric_family)[role])() for role in ("C", "L")}
-        for instance in args.instances:
-            for lr, seed in [(lr, s) for lr in args.lr for s in args.seed]:
-                started = time.time()
-                cfg = configure(lora, model.name, "personalization", {"lr": lr, "seed": seed})
-                generations = {}
-                sims, refs, _ = personalize(model, instance, judges, cfg, sorted(set(args.checkpoints)), args.n_eval,
-                                            on_checkpoint=generations.__setitem__)
-                category = get_concept(instance).category_id
-                as_category = {step: round(judges.accuracy(x, category), 2) for step, x in generations.items()}
-                by_judge = {step: {role: round(float(m.pairwise(x, refs).mean()), 3) for role, m in others.items()}
-                            for step, x in generations.items()}
-                row = {"weights": weights, "fingerprint": model.provenance()["fingerprint"], "instance": instance,
-                       "lr": lr, "seed": seed, "similarity": {s: round(v, 3) for s, v in sims.items()},
-                       "similarity_clip_lpips": by_judge, "judged_as_category": as_category,
-                       "gain_at_last": round(sims[max(sims)] - sims[0], 3), "n_eval": args.n_eval,
-                       "seconds": round(time.time() - started, 1), "date": time.strftime("%Y-%m-%d")}
-                print(json.dumps(row), flush=True)
-                if args.grids:
-                    Path(args.grids).mkdir(parents=True, exist_ok=True)
-                    _grid([refs, *generations.values()],
-                          Path(args.grids) / f"{row['fingerprint']}-{instance}-lr{lr:g}-seed{seed}.png")
-                with out.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
+        loaded = tiny_sd(weights)
+        judges = _Judges(loaded.spec.metric_family)
+        others = {role: get_metric(judges_for(loaded.spec.metric_family)[role])() for role in ("C", "L")}
+        runs = [(i, lr, s, g) for i in args.instances for lr in args.lr for s in args.seed
+                for g in args.guidance or [loaded.spec.guidance_scale]]
+        for instance, lr, seed, guidance in runs:
+            started = time.time()
+            model = copy.copy(loaded)
+            model.spec = replace(loaded.spec, guidance_scale=guidance)
+            cfg = configure(lora, model.name, "personalization", {"lr": lr, "seed": seed})
+            generations = {}
+            sims, refs, _ = personalize(model, instance, judges, cfg, sorted(set(args.checkpoints)), args.n_eval,
+                                        on_checkpoint=generations.__setitem__)
+            category = get_concept(instance).category_id
+            as_category = {step: round(judges.accuracy(x, category), 2) for step, x in generations.items()}
+            by_judge = {step: {role: round(float(m.pairwise(x, refs).mean()), 3) for role, m in others.items()}
+                        for step, x in generations.items()}
+            row = {"weights": weights, "fingerprint": model.provenance()["fingerprint"], "instance": instance,
+                   "lr": lr, "seed": seed, "guidance": guidance, "similarity": {s: round(v, 3) for s, v in sims.items()},
+                   "similarity_clip_lpips": by_judge, "judged_as_category": as_category,
+                   "gain_at_last": round(sims[max(sims)] - sims[0], 3), "n_eval": args.n_eval,
+                   "seconds": round(time.time() - started, 1), "date": time.strftime("%Y-%m-%d")}
+            print(json.dumps(row), flush=True)
+            if args.grids:
+                Path(args.grids).mkdir(parents=True, exist_ok=True)
+                _grid([refs, *generations.values()],
+                      Path(args.grids) / f"{row['fingerprint']}-{instance}-lr{lr:g}-seed{seed}-g{guidance:g}.png")
+            with out.open("a") as f:
+                f.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":
