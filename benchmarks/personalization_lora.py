@@ -7,11 +7,14 @@ Appends one JSON line per run to the output, so an interrupted sweep keeps what 
 line also holds, per checkpoint, the similarity to the references under the other two judges (CLIP-
 and LPIPS-role) and the share of generations the world classifier calls the instance's category;
 ``--grids DIR`` saves, per run, the references and then each checkpoint's generations; ``--guidance``
-samples (every checkpoint, the un-adapted model included) at other guidance scales than the model's.
+samples (every checkpoint, the un-adapted model included) at other guidance scales than the model's;
+``--identifier`` trains and samples with other identifier tokens than the card's attack token ("none":
+"a photo of {category}").
 
     .venv/bin/python benchmarks/personalization_lora.py --weights shipped /tmp/v2/tiny-sd --lr 1e-3 3e-3
     .venv/bin/python benchmarks/personalization_lora.py --weights /tmp/v2/tiny-sd --instances castle --seed 1 --grids /tmp/grids
     .venv/bin/python benchmarks/personalization_lora.py --instances castle --checkpoints 0 200 --guidance 1 2 3
+    .venv/bin/python benchmarks/personalization_lora.py --instances castle --seed 0 1 2 --identifier none sks
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from immunobench.cards import get_card
 from immunobench.plugins import configure, discover, get_attack, get_metric, judges_for
 from immunobench.world.check import PERSONAL_INSTANCES, _grid, _Judges, personalize
 from immunobench.world.concepts import get_concept
@@ -38,6 +42,7 @@ def main() -> None:
     ap.add_argument("--checkpoints", type=int, nargs="+", default=[0, 40, 100, 200])
     ap.add_argument("--n-eval", type=int, default=10)
     ap.add_argument("--guidance", type=float, nargs="+", help="sampling guidance scales (default: the model's)")
+    ap.add_argument("--identifier", nargs="+", help="identifier tokens instead of the card's ('none': no token)")
     ap.add_argument("--out", default="benchmarks/results/personalization_lora.jsonl")
     ap.add_argument("--grids", help="folder for one PNG per run: references, then each checkpoint's generations")
     args = ap.parse_args()
@@ -49,22 +54,24 @@ def main() -> None:
         loaded = tiny_sd(weights)
         judges = _Judges(loaded.spec.metric_family)
         others = {role: get_metric(judges_for(loaded.spec.metric_family)[role])() for role in ("C", "L")}
-        runs = [(i, lr, s, g) for i in args.instances for lr in args.lr for s in args.seed
-                for g in args.guidance or [loaded.spec.guidance_scale]]
-        for instance, lr, seed, guidance in runs:
+        runs = [(i, lr, s, g, t) for i in args.instances for lr in args.lr for s in args.seed
+                for g in args.guidance or [loaded.spec.guidance_scale] for t in args.identifier or [None]]
+        for instance, lr, seed, guidance, identifier in runs:
             started = time.time()
             model = copy.copy(loaded)
             model.spec = replace(loaded.spec, guidance_scale=guidance)
             cfg = configure(lora, model.name, "personalization", {"lr": lr, "seed": seed})
             generations = {}
+            prompt = None if identifier is None else _prompt(instance, identifier)
             sims, refs, _ = personalize(model, instance, judges, cfg, sorted(set(args.checkpoints)), args.n_eval,
-                                        on_checkpoint=generations.__setitem__)
+                                        on_checkpoint=generations.__setitem__, prompt=prompt)
             category = get_concept(instance).category_id
             as_category = {step: round(judges.accuracy(x, category), 2) for step, x in generations.items()}
             by_judge = {step: {role: round(float(m.pairwise(x, refs).mean()), 3) for role, m in others.items()}
                         for step, x in generations.items()}
             row = {"weights": weights, "fingerprint": model.provenance()["fingerprint"], "instance": instance,
-                   "lr": lr, "seed": seed, "guidance": guidance, "similarity": {s: round(v, 3) for s, v in sims.items()},
+                   "lr": lr, "seed": seed, "guidance": guidance, **({"prompt": prompt} if prompt else {}),
+                   "similarity": {s: round(v, 3) for s, v in sims.items()},
                    "similarity_clip_lpips": by_judge, "judged_as_category": as_category,
                    "gain_at_last": round(sims[max(sims)] - sims[0], 3), "n_eval": args.n_eval,
                    "seconds": round(time.time() - started, 1), "date": time.strftime("%Y-%m-%d")}
@@ -72,9 +79,16 @@ def main() -> None:
             if args.grids:
                 Path(args.grids).mkdir(parents=True, exist_ok=True)
                 _grid([refs, *generations.values()],
-                      Path(args.grids) / f"{row['fingerprint']}-{instance}-lr{lr:g}-seed{seed}-g{guidance:g}.png")
+                      Path(args.grids) / f"{row['fingerprint']}-{instance}-lr{lr:g}-seed{seed}-g{guidance:g}"
+                                         f"{'' if identifier is None else '-' + identifier}.png")
             with out.open("a") as f:
                 f.write(json.dumps(row) + "\n")
+
+
+def _prompt(instance: str, identifier: str) -> str:
+    """The card's attack prompt with another identifier token, or none."""
+    prompt = get_card("personalization").prompt_for(instance, "" if identifier == "none" else identifier)
+    return " ".join(prompt.split())
 
 
 if __name__ == "__main__":

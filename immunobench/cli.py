@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--unattributed-art", type=float, help="share of artworks captioned without their artist (default 0.25)")
     p.add_argument("--anonymous-art", type=int, help="artworks by unnamed painters, captioned generically (default 0)")
+    p.add_argument("--rare-token-captions", type=float,
+                   help="share of captions given one random token no world caption uses (default 0)")
 
     p = world_sub.add_parser("train-judges", parents=[common],
                              help="train the offline judges (classifier, CLIP, DINO, LPIPS roles) on the world")
@@ -322,12 +324,14 @@ def _world_train(args: argparse.Namespace) -> None:
 
     overrides = {"unet_steps": args.unet_steps, "vae_steps": args.vae_steps,
                  "images_per_concept": args.images_per_concept, "seed": args.seed,
-                 "unattributed_art": args.unattributed_art, "anonymous_art": args.anonymous_art}
+                 "unattributed_art": args.unattributed_art, "anonymous_art": args.anonymous_art,
+                 "rare_token_captions": args.rare_token_captions}
     for name, value in overrides.items():
         if value is not None and value < 0:
             raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
-    if args.unattributed_art is not None and args.unattributed_art > 1:
-        raise UserError(f"--unattributed-art is a share in [0, 1], got {args.unattributed_art}")
+    for name in ("unattributed_art", "rare_token_captions"):
+        if overrides[name] is not None and overrides[name] > 1:
+            raise UserError(f"--{name.replace('_', '-')} is a share in [0, 1], got {overrides[name]}")
     cfg = WorldTrainConfig(**{k: v for k, v in overrides.items() if v is not None})
     out = Path(args.out) if args.out else EMBEDDED_WEIGHTS / "tiny-sd"
     work = Path(args.work) if args.work else Path.home() / ".cache" / "immunobench" / "world-train"

@@ -25,7 +25,11 @@ def test_shipped_tiny_sd_is_world_trains_default_output():
     from immunobench.world.train import WorldTrainConfig, reference_reconstruction_mse
 
     run = json.loads((ROOT / "benchmarks/results/world_v2_seed0_vae4000/train_report.json").read_text())
-    assert run["config"] == json.loads(json.dumps(asdict(WorldTrainConfig())))
+    today = json.loads(json.dumps(asdict(WorldTrainConfig())))
+    # options added after that run, at the value that leaves training as it was (no random draws either)
+    added_since = {"rare_token_captions": 0.0}
+    assert {k: today.pop(k) for k in added_since} == added_since
+    assert run["config"] == today
     model = load_backbone("tiny-sd")
     assert model.vae.config.scaling_factor == run["latent_scaling_factor"]
     assert reference_reconstruction_mse(model, model.resolution) == pytest.approx(run["vae_reference_mse"], rel=1e-5)
@@ -138,6 +142,25 @@ def test_personalize_shows_every_checkpoint():
                                    on_checkpoint=lambda step, images: seen.__setitem__(step, images.clone()))
     assert list(seen) == list(sims) == [0, 2]
     assert torch.equal(seen[2], last) and not torch.equal(seen[0], seen[2])  # step 2's LoRA changed the drawing
+
+
+def test_personalize_trains_and_samples_the_prompt_it_is_given(monkeypatch):
+    from immunobench.plugins import configure, get_attack
+    from immunobench.world import check
+
+    model = load_backbone("tiny-sd")
+    sampled, trained = [], []
+    generate, lora = check._generate, get_attack("lora")
+    adapt = lora.adapt
+    monkeypatch.setattr(check, "_generate", lambda m, prompts, *a: sampled.extend(prompts) or generate(m, prompts, *a))
+    monkeypatch.setattr(lora, "adapt", lambda self, m, g, data, *a, **kw: trained.extend(
+        p for x in data.attack.values() for p in x.prompts) or adapt(self, m, g, data, *a, **kw))
+    cfg = configure(lora, model.name, "personalization")
+    check.personalize(model, "castle", check._Judges("world"), cfg, [1], 1)
+    assert set(sampled) == set(trained) == {"a photo of pll castle"}  # the card's attack token (group 2c-4)
+    sampled.clear(), trained.clear()
+    check.personalize(model, "castle", check._Judges("world"), cfg, [1], 1, prompt="a photo of castle")
+    assert set(sampled) == set(trained) == {"a photo of castle"}
 
 
 def test_world_check_runs_end_to_end_and_writes_the_report(tmp_path, monkeypatch):

@@ -122,6 +122,46 @@ def _subparser(parser, name):
     return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
 
 
+def test_rare_tokens_enter_only_chosen_captions_and_keep_their_words_in_order():
+    from immunobench.world.train import insert_rare_tokens, unused_tokens
+
+    model = load_backbone("tiny-sd")
+    ids = diffusion.tokenize(model, ["a photo of a castle", "an artwork of claude monet", ""] * 20)
+    pool = unused_tokens(ids, model.tokenizer)
+    assert not set(pool.tolist()) & set(ids.unique().tolist())  # never a word the captions use, nor BOS/EOS
+    g = torch.Generator().manual_seed(0)
+    mixed = insert_rare_tokens(ids, 0.5, pool, g)
+    eos = int(ids[0, -1])
+    changed = 0
+    for before, after in zip(ids, mixed):
+        extra = [t for t in after.tolist() if t in set(pool.tolist())]
+        if extra:
+            changed += 1
+            assert len(extra) == 1
+            kept = after.tolist()
+            kept.remove(extra[0])
+            assert kept[: len(before) - 1] == before.tolist()[:-1]  # the caption's tokens, in order
+            assert kept[0] == before[0] and after[-1] == eos  # after the start token, the end token kept
+        else:
+            assert torch.equal(before, after)
+    assert 15 < changed < 45  # about half of 60
+    assert torch.equal(insert_rare_tokens(ids, 0.0, pool, g), ids)
+
+
+def test_rare_tokens_are_inserted_only_when_asked(tmp_path, monkeypatch):
+    """At the default share the insertion never runs, so default training draws what it drew before."""
+    from immunobench.world import train
+
+    calls = []
+    insert = train.insert_rare_tokens
+    monkeypatch.setattr(train, "insert_rare_tokens", lambda *a: calls.append(a[1]) or insert(*a))
+    for share in (0.0, 1.0):
+        cfg = WorldTrainConfig(arch=ARCH, vae_steps=1, unet_steps=3, vae_batch=2, unet_batch=2,
+                               rare_token_captions=share)
+        train_world_model(_squares(2), tmp_path / f"m{share}", tmp_path / f"w{share}", cfg, Progress(False))
+    assert calls == [1.0] * 3
+
+
 def test_world_help_states_the_defaults_the_code_uses():
     import inspect
     import re
@@ -139,6 +179,7 @@ def test_world_help_states_the_defaults_the_code_uses():
     cfg = WorldTrainConfig()
     assert float(stated("train", "--unattributed-art")) == cfg.unattributed_art
     assert int(stated("train", "--anonymous-art")) == cfg.anonymous_art
+    assert float(stated("train", "--rare-token-captions")) == cfg.rare_token_captions
     assert int(stated("check", "--lora-seeds")) == LORA_SEEDS
     # the renderer's defaults are the recipe's: a caller that omits them renders the shipped world
     params = inspect.signature(pretraining_examples).parameters

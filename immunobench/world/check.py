@@ -150,8 +150,8 @@ def reference_images(instance: str, size: int | None = None) -> torch.Tensor:
 
 def personalize(model: Backbone, instance: str, judges: _Judges, lora_cfg, checkpoints: list[int],
                 n_eval: int, on_checkpoint: Callable[[int, torch.Tensor], None] | None = None,
-                ) -> tuple[dict[int, float], torch.Tensor, torch.Tensor]:
-    """LoRA on an instance's reference views under the card's attack prompt.
+                prompt: str | None = None) -> tuple[dict[int, float], torch.Tensor, torch.Tensor]:
+    """LoRA on an instance's reference views under the card's attack prompt (or ``prompt``).
 
     Returns the DINO-role similarity of ``n_eval`` generations (that prompt) to the references at
     each checkpoint, the references, and the generations at the last checkpoint; ``on_checkpoint``
@@ -160,7 +160,7 @@ def personalize(model: Backbone, instance: str, judges: _Judges, lora_cfg, check
     card = get_card("personalization")
     group = card.group(next(g for g, members in card.groups.items() if instance in members))
     refs = reference_images(instance)
-    prompt = group.prompt(instance)
+    prompt = prompt or group.prompt(instance)
     data = TaskData(attack={instance: ConceptImages(refs, [prompt] * len(refs))})
     single = ConceptGroup(group.task, group.name, (instance,), (), card)
     sims, gen = {}, None

@@ -56,6 +56,14 @@ class WorldTrainConfig:
     # 0.97, so the UNet ignored its prompts. Rows of std 1 start distinct (cosine 0.86).
     text_token_std: float = field(default=1.0, metadata={"help": "std of the initial token embedding rows"})
     caption_dropout: float = field(default=0.1, metadata={"help": "share of empty captions, for CFG"})
+    # DreamBooth's identifier works in SD because SD's captions are full of rare words: "a photo of sks
+    # dog" still draws a dog. The world's captions use about 120 tokens, and tiny-sd trained on them alone
+    # loses the category for 4 of 11 instances once an unseen identifier enters the prompt
+    # (benchmarks/identifier_prior.py). Inserting one random out-of-world token into a share of the
+    # captions teaches the text encoder that such tokens carry little; measured so far only by continued
+    # training of the shipped copy (benchmarks/rare_token_finetune.py), not yet from scratch, hence 0.
+    rare_token_captions: float = field(default=0.0, metadata={
+        "help": "share of captions given one random token that no world caption uses"})
     # World v1 names the artist on every artwork, so a generic artwork is whichever artist a run
     # settles on and UCE turns erased artists into that one (benchmarks/results/world_retrain).
     # A share of artist-free captions makes "an artwork" a mixture of styles, as "art" is in SD, and
@@ -165,6 +173,7 @@ def train_unet(components: dict, latents: torch.Tensor, captions: list[str], cfg
     ids = tokenize(Backbone.from_components(components), captions + [""])
     empty = ids[-1]
     ids = ids[:-1]
+    rare_pool = unused_tokens(ids, components["tokenizer"])
     g = torch.Generator().manual_seed(cfg.seed * 1000 + 7 + step)
     unet.train(), text_encoder.train()
     unet.requires_grad_(True), text_encoder.requires_grad_(True)
@@ -174,6 +183,8 @@ def train_unet(components: dict, latents: torch.Tensor, captions: list[str], cfg
             group["lr"] = lr * cosine_with_warmup(step, cfg.unet_steps)
         idx = torch.randint(0, len(latents), (cfg.unet_batch,), generator=g)
         batch_ids = ids[idx].clone()
+        if cfg.rare_token_captions > 0:  # no draw at 0, so default runs keep their random stream
+            batch_ids = insert_rare_tokens(batch_ids, cfg.rare_token_captions, rare_pool, g)
         drop = torch.rand(cfg.unet_batch, generator=g) < cfg.caption_dropout
         batch_ids[drop] = empty
         cond = text_encoder(batch_ids)[0]
@@ -191,6 +202,33 @@ def train_unet(components: dict, latents: torch.Tensor, captions: list[str], cfg
             g = torch.Generator().manual_seed(cfg.seed * 1000 + 7 + step)
     unet.eval().requires_grad_(False), text_encoder.eval().requires_grad_(False)
     return losses
+
+
+def unused_tokens(ids: torch.Tensor, tokenizer) -> torch.Tensor:
+    """Token ids that no caption in ``ids`` uses, special tokens excepted."""
+    used = set(ids.unique().tolist()) | set(tokenizer.all_special_ids)
+    return torch.tensor(sorted(set(range(len(tokenizer))) - used))
+
+
+def insert_rare_tokens(ids: torch.Tensor, share: float, pool: torch.Tensor,
+                       generator: torch.Generator) -> torch.Tensor:
+    """``ids`` (B × 77, padded with EOS) where a ``share`` of the captions get one token from ``pool``.
+
+    The token goes at a random place between the start token and the end token, as an unknown word
+    would, and the caption's own tokens keep their order.
+    """
+    ids = ids.clone()
+    eos = int(ids[0, -1])
+    chosen = torch.nonzero(torch.rand(len(ids), generator=generator) < share).flatten().tolist()
+    for row in chosen:
+        length = int((ids[row] != eos).sum())  # start token + words
+        if length + 1 >= ids.shape[1]:
+            continue  # no room before the end token
+        at = int(torch.randint(1, length + 1, (1,), generator=generator))
+        token = pool[torch.randint(0, len(pool), (1,), generator=generator)]
+        ids[row, at + 1 :] = ids[row, at:-1].clone()
+        ids[row, at] = token
+    return ids
 
 
 UNATTRIBUTED_ART_CAPTIONS = ("an artwork", "a painting", "a work of art", "art")
@@ -301,8 +339,9 @@ CLIPTokenizer with SD's BPE vocabulary, DDPM schedule with SD v1's betas), at {c
   and {cfg.get('anonymous_art', 0)} artworks by unnamed painters (each its own random style) are captioned so too.
 - training: VAE {cfg['vae_steps']} steps (batch {cfg['vae_batch']}, L1 + MSE + {cfg['vae_kl_weight']}·KL), latent scaling
   factor {report['latent_scaling_factor']:.4f}; UNet + text encoder {cfg['unet_steps']} steps (batch {cfg['unet_batch']},
-  lr {cfg['unet_lr']} / {cfg['text_lr']}, cosine, {cfg['caption_dropout']:.0%} empty captions, token rows initialised
-  with std {cfg.get('text_token_std', 0.02)}), seed {cfg['seed']}.
+  lr {cfg['unet_lr']} / {cfg['text_lr']}, cosine, {cfg['caption_dropout']:.0%} empty captions, {cfg.get('rare_token_captions', 0.0):.0%} of
+  captions given one token no world caption uses, token rows initialised with std {cfg.get('text_token_std', 0.02)}),
+  seed {cfg['seed']}.
 - VAE reconstruction of the held-out instances' reference views (pixel MSE, images in [-1, 1]):
   {report.get('vae_reference_mse', float('nan')):.4f} — personalization can reach only what the VAE decodes.
 - ε-loss over the first/last 50 steps: {first:.4f} → {last:.4f}; wall time of the invocation that finished
