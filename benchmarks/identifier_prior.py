@@ -18,17 +18,41 @@ from pathlib import Path
 
 from immunobench.cards import get_card
 from immunobench.plugins import discover
-from immunobench.world.check import EVAL_SEED0, _generate, _Judges
+from immunobench.world.check import EVAL_SEED0, _generate, _Judges, instance_group
 from immunobench.world.concepts import get_concept
 
 from uce_residual import tiny_sd
 
+KINDS = ("attack", "defense", "none")
+
+
+def personalization_instances() -> list[str]:
+    """The personal instances that some personalization group targets (11 of the card's 13)."""
+    card = get_card("personalization")
+    return [c for c in card.concepts if any(c in members for members in card.groups.values())]
+
+
+def prompt_with_identifier(instance: str, identifier: str) -> str:
+    """The card's prompt for ``instance`` with another identifier token, or none ('none')."""
+    prompt = get_card("personalization").prompt_for(instance, "" if identifier == "none" else identifier)
+    return " ".join(prompt.split())
+
 
 def prompts(instance: str) -> dict[str, str]:
-    card = get_card("personalization")
-    group = card.group(next(g for g, members in card.groups.items() if instance in members))
+    group = instance_group(instance)
     return {"attack": group.prompt(instance, "attack"), "defense": group.prompt(instance, "defense"),
-            "none": " ".join(card.prompt_for(instance, "").split())}
+            "none": prompt_with_identifier(instance, "none")}
+
+
+def category_drawn(model, judges: _Judges, n: int) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """Per instance and prompt kind, the share of ``n`` generations judged the category; and the means."""
+    per = {}
+    for instance in personalization_instances():
+        asked = prompts(instance)
+        images = _generate(model, list(asked.values()), EVAL_SEED0, n)
+        category = get_concept(instance).category_id
+        per[instance] = {kind: round(judges.accuracy(x, category), 3) for kind, x in zip(asked, images)}
+    return per, {kind: round(sum(r[kind] for r in per.values()) / len(per), 3) for kind in KINDS}
 
 
 def main() -> None:
@@ -38,20 +62,11 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/identifier_prior.json")
     args = ap.parse_args()
     discover()
-    card = get_card("personalization")
-    instances = [c for c in card.concepts if any(c in members for members in card.groups.values())]
     copies = []
     for weights in args.weights:
         model = tiny_sd(weights)
-        judges = _Judges(model.spec.metric_family)
-        rows = {}
-        for instance in instances:
-            asked = prompts(instance)
-            images = _generate(model, list(asked.values()), EVAL_SEED0, args.n)
-            category = get_concept(instance).category_id
-            rows[instance] = {"prompts": asked} | {
-                kind: round(judges.accuracy(x, category), 3) for kind, x in zip(asked, images)}
-        mean = {kind: round(sum(r[kind] for r in rows.values()) / len(rows), 3) for kind in ("attack", "defense", "none")}
+        per, mean = category_drawn(model, _Judges(model.spec.metric_family), args.n)
+        rows = {instance: {"prompts": prompts(instance)} | drawn for instance, drawn in per.items()}
         copies.append({"weights": weights, "fingerprint": model.provenance()["fingerprint"], "mean": mean,
                        "instances": rows})
         print(json.dumps({"weights": weights, "mean": mean}), flush=True)

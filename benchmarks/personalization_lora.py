@@ -25,11 +25,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from immunobench.cards import get_card
 from immunobench.plugins import configure, discover, get_attack, get_metric, judges_for
 from immunobench.world.check import PERSONAL_INSTANCES, _grid, _Judges, personalize
 from immunobench.world.concepts import get_concept
 
+from identifier_prior import prompt_with_identifier
 from uce_residual import tiny_sd
 
 
@@ -62,7 +62,7 @@ def main() -> None:
             model.spec = replace(loaded.spec, guidance_scale=guidance)
             cfg = configure(lora, model.name, "personalization", {"lr": lr, "seed": seed})
             generations = {}
-            prompt = None if identifier is None else _prompt(instance, identifier)
+            prompt = None if identifier is None else prompt_with_identifier(instance, identifier)
             sims, refs, _ = personalize(model, instance, judges, cfg, sorted(set(args.checkpoints)), args.n_eval,
                                         on_checkpoint=generations.__setitem__, prompt=prompt)
             category = get_concept(instance).category_id
@@ -83,12 +83,6 @@ def main() -> None:
                                          f"{'' if identifier is None else '-' + identifier}.png")
             with out.open("a") as f:
                 f.write(json.dumps(row) + "\n")
-
-
-def _prompt(instance: str, identifier: str) -> str:
-    """The card's attack prompt with another identifier token, or none."""
-    prompt = get_card("personalization").prompt_for(instance, "" if identifier == "none" else identifier)
-    return " ".join(prompt.split())
 
 
 if __name__ == "__main__":

@@ -24,10 +24,9 @@ from immunobench.diffusion import diffusion_loss, encode_images, tokenize
 from immunobench.plugins import discover
 from immunobench.progress import Progress
 from immunobench.world.check import EVAL_SEED0, _generate, _Judges
-from immunobench.world.concepts import get_concept
 from immunobench.world.train import WorldTrainConfig, _to_tensor, insert_rare_tokens, pretraining_examples, unused_tokens
 
-from identifier_prior import prompts
+from identifier_prior import category_drawn
 from uce_residual import tiny_sd
 
 PLAIN = {"relearn-object": ("church", "tench", "parachute", "golf-ball"), "relearn-style": ("claude-monet", "van-gogh")}
@@ -62,15 +61,7 @@ def continue_training(model, latents, ids, share: float, steps: int, lr: float, 
 
 
 def judged(model, judges: _Judges, n: int) -> dict:
-    card = get_card("personalization")
-    instances = [c for c in card.concepts if any(c in members for members in card.groups.values())]
-    per = {}
-    for instance in instances:
-        asked = prompts(instance)
-        images = _generate(model, list(asked.values()), EVAL_SEED0, n)
-        category = get_concept(instance).category_id
-        per[instance] = {kind: round(judges.accuracy(x, category), 3) for kind, x in zip(asked, images)}
-    mean = {kind: round(sum(r[kind] for r in per.values()) / len(per), 3) for kind in ("attack", "defense", "none")}
+    per, mean = category_drawn(model, judges, n)
     plain = {}
     for task, concepts in PLAIN.items():
         task_card = get_card(task)

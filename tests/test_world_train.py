@@ -131,10 +131,10 @@ def test_rare_tokens_enter_only_chosen_captions_and_keep_their_words_in_order():
     assert not set(pool.tolist()) & set(ids.unique().tolist())  # never a word the captions use, nor BOS/EOS
     g = torch.Generator().manual_seed(0)
     mixed = insert_rare_tokens(ids, 0.5, pool, g)
-    eos = int(ids[0, -1])
+    eos, rare = int(ids[0, -1]), set(pool.tolist())
     changed = 0
     for before, after in zip(ids, mixed):
-        extra = [t for t in after.tolist() if t in set(pool.tolist())]
+        extra = [t for t in after.tolist() if t in rare]
         if extra:
             changed += 1
             assert len(extra) == 1

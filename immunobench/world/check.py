@@ -148,6 +148,12 @@ def reference_images(instance: str, size: int | None = None) -> torch.Tensor:
     return torch.stack([torch.tensor(v).permute(2, 0, 1).float() / 127.5 - 1 for v in views])
 
 
+def instance_group(instance: str) -> ConceptGroup:
+    """The first personalization group (card order) that has ``instance`` among its targets."""
+    card = get_card("personalization")
+    return card.group(next(g for g, members in card.groups.items() if instance in members))
+
+
 def personalize(model: Backbone, instance: str, judges: _Judges, lora_cfg, checkpoints: list[int],
                 n_eval: int, on_checkpoint: Callable[[int, torch.Tensor], None] | None = None,
                 prompt: str | None = None) -> tuple[dict[int, float], torch.Tensor, torch.Tensor]:
@@ -157,12 +163,11 @@ def personalize(model: Backbone, instance: str, judges: _Judges, lora_cfg, check
     each checkpoint, the references, and the generations at the last checkpoint; ``on_checkpoint``
     sees every checkpoint's generations.
     """
-    card = get_card("personalization")
-    group = card.group(next(g for g, members in card.groups.items() if instance in members))
+    group = instance_group(instance)
     refs = reference_images(instance)
     prompt = prompt or group.prompt(instance)
     data = TaskData(attack={instance: ConceptImages(refs, [prompt] * len(refs))})
-    single = ConceptGroup(group.task, group.name, (instance,), (), card)
+    single = ConceptGroup(group.task, group.name, (instance,), (), group.card)
     sims, gen = {}, None
     for step, adapted in get_attack("lora")().adapt(model, single, data, lora_cfg, checkpoints=checkpoints):
         gen = _generate(adapted, [prompt], EVAL_SEED0, n_eval)[0]

@@ -173,7 +173,7 @@ def train_unet(components: dict, latents: torch.Tensor, captions: list[str], cfg
     ids = tokenize(Backbone.from_components(components), captions + [""])
     empty = ids[-1]
     ids = ids[:-1]
-    rare_pool = unused_tokens(ids, components["tokenizer"])
+    rare_pool = unused_tokens(ids, components["tokenizer"]) if cfg.rare_token_captions > 0 else None
     g = torch.Generator().manual_seed(cfg.seed * 1000 + 7 + step)
     unet.train(), text_encoder.train()
     unet.requires_grad_(True), text_encoder.requires_grad_(True)
