@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--anonymous-art", type=int, help="artworks by unnamed painters, captioned generically (default 0)")
     p.add_argument("--rare-token-captions", type=float,
                    help="share of captions given one random token no world caption uses (default 0)")
+    p.add_argument("--vae-from", metavar="WORK",
+                   help="start from another run's finished VAE stage (its --work folder); refused unless "
+                        "that run's VAE settings match this one's, e.g. for caption-only variants")
 
     p = world_sub.add_parser("train-judges", parents=[common],
                              help="train the offline judges (classifier, CLIP, DINO, LPIPS roles) on the world")
@@ -320,7 +323,8 @@ def _world_train(args: argparse.Namespace) -> None:
 
     from .backbones import EMBEDDED_WEIGHTS
     from .progress import Progress
-    from .world.train import WorldTrainConfig, pretraining_examples, train_world_model, write_model_card
+    from .world.train import (WorldTrainConfig, finished_vae_stage, pretraining_examples, pretraining_size,
+                              train_world_model, write_model_card)
 
     overrides = {"unet_steps": args.unet_steps, "vae_steps": args.vae_steps,
                  "images_per_concept": args.images_per_concept, "seed": args.seed,
@@ -335,10 +339,12 @@ def _world_train(args: argparse.Namespace) -> None:
     cfg = WorldTrainConfig(**{k: v for k, v in overrides.items() if v is not None})
     out = Path(args.out) if args.out else EMBEDDED_WEIGHTS / "tiny-sd"
     work = Path(args.work) if args.work else Path.home() / ".cache" / "immunobench" / "world-train"
+    if args.vae_from:  # refuse a mismatched donor before the minute of rendering
+        finished_vae_stage(Path(args.vae_from), cfg, pretraining_size(cfg.images_per_concept, cfg.anonymous_art))
     progress = Progress()
     examples = pretraining_examples(cfg.images_per_concept, cfg.seed, cfg.arch.resolution, progress,
                                     cfg.unattributed_art, cfg.anonymous_art)
-    report = train_world_model(examples, out, work, cfg, progress)
+    report = train_world_model(examples, out, work, cfg, progress, vae_from=args.vae_from)
     write_model_card(out, report)
     print(f"tiny-sd written to {out} ({report['seconds']:.0f} s); checkpoints in {work}")
 

@@ -85,6 +85,47 @@ def test_training_resumes_where_it_stopped(tmp_path):
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+class _StepsTaken(Progress):
+    def __init__(self):
+        super().__init__(enabled=False)
+        self.taken = {}
+
+    def task(self, name, total, done=0):
+        self.taken[name] = 0
+        taken = self.taken
+
+        class _T:
+            def advance(self, n=1, **_):
+                taken[name] += n
+
+        return _T()
+
+
+def test_vae_from_reuses_a_finished_vae_stage_that_this_run_would_repeat(tmp_path):
+    from immunobench.errors import UserError
+
+    examples = _squares(3)
+    base = dict(arch=ARCH, vae_steps=10, unet_steps=4, vae_batch=4, unet_batch=4, checkpoint_every=5)
+    train_world_model(examples, tmp_path / "donor", tmp_path / "wd", WorldTrainConfig(**base), Progress(False))
+    variant = WorldTrainConfig(**base, rare_token_captions=0.5)  # a caption-only change
+    straight = train_world_model(examples, tmp_path / "a", tmp_path / "wa", variant, Progress(False))
+    steps = _StepsTaken()
+    adopted = train_world_model(examples, tmp_path / "b", tmp_path / "wb", variant, steps, vae_from=tmp_path / "wd")
+    assert steps.taken == {"VAE": 0, "UNet + text encoder": 4}  # the VAE stage was adopted, not rerun
+    assert adopted["vae_from"] == str(tmp_path / "wd")
+    assert adopted["vae_loss_first_last"] == straight["vae_loss_first_last"]
+    a, b = (load_backbone(str(tmp_path / m)) for m in ("a", "b"))
+    for module in ("vae", "unet"):  # the whole run is the one it would have been
+        sa, sb = getattr(a, module).state_dict(), getattr(b, module).state_dict()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    for changed, fields in (({"vae_lr": 5e-4}, "vae_lr"), ({"seed": 1}, "seed")):
+        with pytest.raises(UserError, match=fields):
+            train_world_model(examples, tmp_path / "c", tmp_path / f"wc-{fields}",
+                              WorldTrainConfig(**base | changed), Progress(False), vae_from=tmp_path / "wd")
+    with pytest.raises(UserError, match="not a `world train --work` folder"):
+        train_world_model(examples, tmp_path / "c", tmp_path / "wc", variant, Progress(False), vae_from=tmp_path)
+
+
 def test_unattributed_art_changes_only_artwork_captions():
     from immunobench.world.concepts import PRETRAINING, get_concept
     from immunobench.world.train import UNATTRIBUTED_ART_CAPTIONS, pretraining_examples

@@ -235,6 +235,12 @@ def insert_rare_tokens(ids: torch.Tensor, share: float, pool: torch.Tensor,
 UNATTRIBUTED_ART_CAPTIONS = ("an artwork", "a painting", "a work of art", "art")
 
 
+def pretraining_size(images_per_concept: int, anonymous_art: int) -> int:
+    from .concepts import PRETRAINING
+
+    return len(PRETRAINING) * images_per_concept + anonymous_art
+
+
 def pretraining_examples(images_per_concept: int, seed: int = 0, size: int = 64,
                          progress: Progress | None = None,
                          unattributed_art: float = WorldTrainConfig.unattributed_art,
@@ -250,7 +256,7 @@ def pretraining_examples(images_per_concept: int, seed: int = 0, size: int = 64,
     from .render import render, render_anonymous_artwork
     from .rng import stream
 
-    task = (progress or Progress(False)).task("render world", total=len(PRETRAINING) * images_per_concept + anonymous_art)
+    task = (progress or Progress(False)).task("render world", total=pretraining_size(images_per_concept, anonymous_art))
     examples = []
     for concept in PRETRAINING:
         is_art = get_concept(concept).kind == "style"
@@ -272,12 +278,18 @@ def pretraining_examples(images_per_concept: int, seed: int = 0, size: int = 64,
 
 def train_world_model(examples: Sequence[Example], out: str | Path, work: str | Path,
                       cfg: WorldTrainConfig = WorldTrainConfig(),
-                      progress: Progress | None = None) -> dict:
-    """Train both stages on ``examples`` and save the model to ``out`` (diffusers layout)."""
+                      progress: Progress | None = None, vae_from: str | Path | None = None) -> dict:
+    """Train both stages on ``examples`` and save the model to ``out`` (diffusers layout).
+
+    ``vae_from``: another run's work folder whose finished VAE stage this run would repeat exactly
+    (see ``adopt_vae``); the VAE stage then starts from its checkpoint.
+    """
     progress = progress or Progress()
     work, out = Path(work), Path(out)
     work.mkdir(parents=True, exist_ok=True)
     _claim_work_folder(work, cfg, len(examples))
+    if vae_from is not None:
+        adopt_vae(work, Path(vae_from), cfg, len(examples))
     torch.manual_seed(cfg.seed)
     components = build_components(cfg.arch, seed=cfg.seed)
     with torch.no_grad():
@@ -303,6 +315,8 @@ def train_world_model(examples: Sequence[Example], out: str | Path, work: str | 
         "unet_loss_first_last": [_mean(unet_losses[:50]), _mean(unet_losses[-50:])],
         "seconds": round(time.time() - started, 1),
     }
+    if vae_from is not None:
+        report["vae_from"] = str(vae_from)
     (work / "train_report.json").write_text(json.dumps(report, indent=2))
     return report
 
@@ -317,6 +331,46 @@ def _claim_work_folder(work: Path, cfg: WorldTrainConfig, n_examples: int) -> No
         raise UserError(f"{work} holds checkpoints of a run with another config; pass another --work folder "
                         "or delete that one to start over")
     marker.write_text(identity)
+
+
+# What the VAE stage reads: the rendered images (fixed by seed, images per concept, anonymous art and
+# the architecture's resolution), the initial weights (seed, architecture) and its own schedule.
+# Captions, the UNet's and the text encoder's settings do not enter it.
+VAE_STAGE_FIELDS = ("seed", "images_per_concept", "anonymous_art", "arch", "vae_steps", "vae_batch", "vae_lr",
+                    "vae_kl_weight", "checkpoint_every")
+
+
+def adopt_vae(work: Path, donor: Path, cfg: WorldTrainConfig, n_examples: int) -> None:
+    """Start ``work``'s VAE stage from ``donor``'s finished one, which this run would repeat exactly.
+
+    Recipe variants that change only captions or the UNet stage (``--rare-token-captions``,
+    ``--unattributed-art``) save the VAE stage's ~26 min on 2 cores. The donor's config must agree on
+    every field the VAE stage reads; a difference is refused, naming the fields.
+    """
+    if not (work / "vae.pt").exists():  # else adopted by an earlier invocation, or its own stage under way
+        _save_atomic(finished_vae_stage(donor, cfg, n_examples), work / "vae.pt")
+
+
+def finished_vae_stage(donor: Path, cfg: WorldTrainConfig, n_examples: int) -> dict:
+    """``donor``'s VAE checkpoint, after checking it is the finished stage of a run like ``cfg``."""
+    from ..errors import UserError
+
+    marker, ckpt = donor / "run.json", donor / "vae.pt"
+    if not (marker.exists() and ckpt.exists()):
+        raise UserError(f"--vae-from {donor}: not a `world train --work` folder with a VAE checkpoint "
+                        "(it needs run.json and vae.pt)")
+    theirs = json.loads(marker.read_text())
+    mine = json.loads(json.dumps({"config": asdict(cfg), "examples": n_examples}))
+    differ = [k for k in VAE_STAGE_FIELDS if theirs["config"].get(k) != mine["config"][k]]
+    differ += ["examples"] if theirs.get("examples") != n_examples else []
+    if differ:
+        raise UserError(f"--vae-from {donor}: its VAE stage differs from this run's in {', '.join(differ)}; "
+                        "pass a run with the same settings or drop --vae-from")
+    state = torch.load(ckpt, weights_only=False)
+    if state["step"] != cfg.vae_steps:
+        raise UserError(f"--vae-from {donor}: its VAE stage stopped at step {state['step']} of {cfg.vae_steps}; "
+                        "finish that run first or drop --vae-from")
+    return state
 
 
 def _mean(xs: list[float]) -> float:
