@@ -366,7 +366,7 @@ def finished_vae_stage(donor: Path, cfg: WorldTrainConfig, n_examples: int) -> d
     if differ:
         raise UserError(f"--vae-from {donor}: its VAE stage differs from this run's in {', '.join(differ)}; "
                         "pass a run with the same settings or drop --vae-from")
-    state = torch.load(ckpt, weights_only=False)
+    state = torch.load(ckpt, weights_only=True)  # another folder: tensors and numbers only, no pickled code
     if state["step"] != cfg.vae_steps:
         raise UserError(f"--vae-from {donor}: its VAE stage stopped at step {state['step']} of {cfg.vae_steps}; "
                         "finish that run first or drop --vae-from")
