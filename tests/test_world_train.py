@@ -52,23 +52,39 @@ def test_short_training_lowers_the_loss_and_loads_like_sd(tmp_path):
     assert _eval_loss(model, examples) < _eval_loss(load_backbone(str(tmp_path / "untrained")), examples)
 
 
-class _KilledAfter(Progress):
-    """Stops the run mid-stage, like a kill, after ``n`` steps in total."""
+class _StepsTaken(Progress):
+    """Counts the steps each stage advances."""
 
-    def __init__(self, n):
+    def __init__(self):
         super().__init__(enabled=False)
-        self.left = n
+        self.taken = {}
+
+    def advanced(self, name, n):
+        self.taken[name] += n
 
     def task(self, name, total, done=0):
+        self.taken[name] = 0
         outer = self
 
         class _T:
             def advance(self, n=1, **_):
-                outer.left -= n
-                if outer.left == 0:
-                    raise KeyboardInterrupt
+                outer.advanced(name, n)
 
         return _T()
+
+
+class _KilledAfter(_StepsTaken):
+    """Stops the run mid-stage, like a kill, after ``n`` steps in total."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.left = n
+
+    def advanced(self, name, n):
+        super().advanced(name, n)
+        self.left -= n
+        if self.left == 0:
+            raise KeyboardInterrupt
 
 
 def test_training_resumes_where_it_stopped(tmp_path):
@@ -83,22 +99,6 @@ def test_training_resumes_where_it_stopped(tmp_path):
     a = load_backbone(str(tmp_path / "a")).unet.state_dict()
     b = load_backbone(str(tmp_path / "b")).unet.state_dict()
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
-
-
-class _StepsTaken(Progress):
-    def __init__(self):
-        super().__init__(enabled=False)
-        self.taken = {}
-
-    def task(self, name, total, done=0):
-        self.taken[name] = 0
-        taken = self.taken
-
-        class _T:
-            def advance(self, n=1, **_):
-                taken[name] += n
-
-        return _T()
 
 
 def test_vae_from_reuses_a_finished_vae_stage_that_this_run_would_repeat(tmp_path):

@@ -321,11 +321,16 @@ def train_world_model(examples: Sequence[Example], out: str | Path, work: str | 
     return report
 
 
+def _run_identity(cfg: WorldTrainConfig, n_examples: int) -> dict:
+    """What a work folder's run.json records, as JSON reads it back (tuples as lists)."""
+    return json.loads(json.dumps({"config": asdict(cfg), "examples": n_examples}))
+
+
 def _claim_work_folder(work: Path, cfg: WorldTrainConfig, n_examples: int) -> None:
     """Resuming is only sound with the same config and data; say so instead of mixing two runs."""
     from ..errors import UserError
 
-    identity = json.dumps({"config": asdict(cfg), "examples": n_examples}, sort_keys=True)
+    identity = json.dumps(_run_identity(cfg, n_examples), sort_keys=True)
     marker = work / "run.json"
     if marker.exists() and marker.read_text() != identity:
         raise UserError(f"{work} holds checkpoints of a run with another config; pass another --work folder "
@@ -360,9 +365,9 @@ def finished_vae_stage(donor: Path, cfg: WorldTrainConfig, n_examples: int) -> d
         raise UserError(f"--vae-from {donor}: not a `world train --work` folder with a VAE checkpoint "
                         "(it needs run.json and vae.pt)")
     theirs = json.loads(marker.read_text())
-    mine = json.loads(json.dumps({"config": asdict(cfg), "examples": n_examples}))
+    mine = _run_identity(cfg, n_examples)
     differ = [k for k in VAE_STAGE_FIELDS if theirs["config"].get(k) != mine["config"][k]]
-    differ += ["examples"] if theirs.get("examples") != n_examples else []
+    differ += ["examples"] if theirs.get("examples") != mine["examples"] else []
     if differ:
         raise UserError(f"--vae-from {donor}: its VAE stage differs from this run's in {', '.join(differ)}; "
                         "pass a run with the same settings or drop --vae-from")
