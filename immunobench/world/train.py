@@ -60,10 +60,10 @@ class WorldTrainConfig:
     # dog" still draws a dog. The world's captions use about 120 tokens, and tiny-sd trained on them alone
     # loses the category for 4 of 11 instances once an unseen identifier enters the prompt
     # (benchmarks/identifier_prior.py). Inserting one random out-of-world token into a share of the
-    # captions teaches the text encoder that such tokens carry little. At 0.3 seeds 0 and 1 trained from
-    # scratch restore the prior and meet 22 / 22 premise targets each (benchmarks/results/
-    # world_rare_tokens_seed0, _seed1; seed 1 re-learns one object group less at twenty images);
-    # 0 stays the default, the shipped copy's recipe, until seed 2 is measured.
+    # captions teaches the text encoder that such tokens carry little. At 0.3 seeds 0, 1 and 2 trained
+    # from scratch restore the prior and meet as many premise targets as without, but LoRA re-learns
+    # erased concepts less on all three (tench most; benchmarks/results/world_rare_tokens_seed2/README.md),
+    # so 0 stays the default, the shipped copy's recipe.
     rare_token_captions: float = field(default=0.0, metadata={
         "help": "share of captions given one random token that no world caption uses"})
     # World v1 names the artist on every artwork, so a generic artwork is whichever artist a run
