@@ -1,6 +1,6 @@
 """What a personalization grid's generations keep of the references' background, by pixel statistics.
 
-Reads PNGs written by ``personalization_lora.py --grids`` (64-px tiles, 1-px padding, 8 per row: the
+Reads PNGs written by ``personalization_lora.py --grids`` (world check's grid layout: the
 references, then ``--per-checkpoint`` generations per checkpoint) and reports, per group of tiles, the
 mean RGB of the top rows (sky) and bottom rows (ground), and the share of bottom-row pixels that are
 green (G above R by 10 and above B). Judge-free, so it can tell whether a judge's verdict follows the
@@ -19,14 +19,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-TILE, PAD, PER_ROW = 64, 1, 8
+from immunobench.world.check import GRID_PADDING as PAD, GRID_PER_ROW as PER_ROW
 
 
 def tiles(path: Path, count: int) -> np.ndarray:
-    """The first ``count`` tiles of a torchvision ``save_image`` grid, (count, 64, 64, 3) float."""
+    """The first ``count`` tiles of a torchvision ``save_image`` grid, (count, tile, tile, 3) float."""
     grid = np.asarray(Image.open(path).convert("RGB"), dtype=np.float64)
-    step = TILE + PAD
-    out = [grid[PAD + r * step : PAD + r * step + TILE, PAD + c * step : PAD + c * step + TILE]
+    step = (grid.shape[1] - PAD) // PER_ROW  # a full row: PER_ROW tiles, each followed by its padding
+    tile = step - PAD
+    out = [grid[PAD + r * step : PAD + r * step + tile, PAD + c * step : PAD + c * step + tile]
            for r in range(grid.shape[0] // step) for c in range(PER_ROW)]
     if len(out) < count:
         raise ValueError(f"{path} holds {len(out)} tiles, fewer than the {count} expected; check --references, "

@@ -192,11 +192,14 @@ def reconstruction_similarity(judges: _Judges, refs: torch.Tensor, reconstructio
     return float(judges.dino.pairwise(reconstruction, refs).mean())
 
 
+GRID_PER_ROW, GRID_PADDING = 8, 1  # benchmarks/grid_bands.py reads grids back with these
+
+
 def _grid(images: list[torch.Tensor], path: Path) -> None:
     from torchvision.utils import save_image
 
-    rows = torch.cat([x[:8] for x in images])
-    save_image((rows + 1) / 2, path, nrow=8, padding=1)
+    rows = torch.cat([x[:GRID_PER_ROW] for x in images])
+    save_image((rows + 1) / 2, path, nrow=GRID_PER_ROW, padding=GRID_PADDING)
 
 
 def world_check(out: str | Path = ".", n_eval: int = 10, relearn_step: int | None = None, personal_step: int = 200,
