@@ -4,7 +4,10 @@ Each variant runs `train_unet` itself (tiny-sd's architecture and batch, caption
 own process: a few warm-up steps, then ``--steps`` timed steps in a fresh work folder. Variants:
 ``default`` (what `world train` does: PyTorch's SDPA picks its CPU flash kernel), ``math`` (SDPA's
 reference kernel), ``bf16`` (CPU autocast to bfloat16), ``compile`` (``torch.compile`` of the UNet,
-inductor; its compile time is reported apart). Writes per-step seconds and the ratio to ``default``
+inductor; its compile time is reported apart), ``heads-2-4`` (2 and 4 attention heads per UNet level, head
+size 16, instead of 8 and 8, head sizes 4 and 8: `world train --attention-heads 2 4`). ``vae`` and
+``vae-crop32`` time `train_vae` steps on whole 64 px images and on 32 px crops (`--vae-crop 32`); their
+ratio is to ``vae``. Writes per-step seconds and the ratio to ``default``
 measured in the same run to benchmarks/results/train_step_cost.json. None of the variants is
 bit-identical to ``default``, so none could replace it without retraining and re-checking the world.
 
@@ -24,7 +27,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-VARIANTS = ("default", "math", "bf16", "compile")
+VARIANTS = ("default", "math", "bf16", "compile", "heads-2-4", "vae", "vae-crop32")
 
 
 def _context(variant: str):
@@ -48,6 +51,10 @@ def measure(variant: str, steps: int, warmup: int) -> dict:
     from immunobench.world.train import WorldTrainConfig, pretraining_examples, train_unet
 
     cfg = WorldTrainConfig()
+    if variant == "heads-2-4":
+        cfg = replace(cfg, arch=replace(cfg.arch, attention_head_dim=(2, 4)))
+    if variant.startswith("vae"):
+        return measure_vae(replace(cfg, vae_crop=32 if variant == "vae-crop32" else 0), variant, steps, warmup)
     components = build_components(cfg.arch, seed=cfg.seed)
     examples = pretraining_examples(2, seed=cfg.seed)
     captions = [caption for _, caption in examples]
@@ -70,6 +77,29 @@ def measure(variant: str, steps: int, warmup: int) -> dict:
         compile_seconds = round(warmup_seconds, 1)
     return {"variant": variant, "seconds_per_step": round(seconds / steps, 4), "steps": steps,
             "warmup_steps": warmup, "compile_seconds": compile_seconds, "batch": cfg.unet_batch,
+            "threads": torch.get_num_threads(), "torch": torch.__version__}
+
+
+def measure_vae(cfg, variant: str, steps: int, warmup: int) -> dict:
+    """Seconds per `train_vae` step (batch 32) on random images of the world's size."""
+    import torch
+
+    from immunobench.architecture import build_components
+    from immunobench.progress import Progress
+    from immunobench.world.train import train_vae
+
+    size = cfg.arch.resolution
+    images = torch.rand(256, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    quiet = Progress(enabled=False)
+    with tempfile.TemporaryDirectory() as work:
+        (Path(work) / "warmup").mkdir(), (Path(work) / "timed").mkdir()
+        train_vae(build_components(cfg.arch, seed=0), images, replace(cfg, vae_steps=warmup), Path(work) / "warmup", quiet)
+        components = build_components(cfg.arch, seed=0)
+        started = time.perf_counter()
+        train_vae(components, images, replace(cfg, vae_steps=steps), Path(work) / "timed", quiet)
+        seconds = time.perf_counter() - started
+    return {"variant": variant, "seconds_per_step": round(seconds / steps, 4), "steps": steps,
+            "warmup_steps": warmup, "compile_seconds": None, "batch": cfg.vae_batch,
             "threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
@@ -97,10 +127,13 @@ def main() -> None:
         rows.append(json.loads(child.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
     base = next((r["seconds_per_step"] for r in rows if r["variant"] == "default"), None)
+    vae_base = next((r["seconds_per_step"] for r in rows if r["variant"] == "vae"), None)
     for row in rows:
-        row["ratio_to_default"] = round(row["seconds_per_step"] / base, 3) if base else None
+        ref = vae_base if row["variant"].startswith("vae") else base
+        row["ratio_to_default"] = round(row["seconds_per_step"] / ref, 3) if ref else None
     result = {"date": time.strftime("%Y-%m-%d"), "host": {"platform": platform.platform(), "cpus": os.cpu_count()},
-              "what": "seconds per `world train` UNet + text-encoder step (batch 32), one process per variant",
+              "what": "seconds per `world train` UNet + text-encoder step (batch 32), one process per variant; "
+                      "vae variants: seconds per VAE step (batch 32), ratio to `vae`",
               "variants": rows}
     Path(args.result).write_text(json.dumps(result, indent=2) + "\n")
 

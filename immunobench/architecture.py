@@ -20,7 +20,8 @@ class SDArchitecture:
     unet_layers_per_block: int = 1
     # levels with cross-attention, from the top; None = all but the lowest, as SD v1 (3 of 4)
     cross_attention_levels: int | None = None
-    attention_head_dim: int = 8
+    # diffusers' name for the number of heads per level (one number, or one per level from the top)
+    attention_head_dim: int | tuple[int, ...] = 8
     vae_channels: tuple[int, ...] = (16, 32, 32)  # three levels: latents are 4× smaller than pixels
     latent_channels: int = 4
     text_dim: int = 32

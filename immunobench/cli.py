@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vae-from", metavar="WORK",
                    help="start from another run's finished VAE stage (its --work folder); refused unless "
                         "that run's VAE settings match this one's, e.g. for caption-only variants")
+    p.add_argument("--vae-crop", type=int, help="train the VAE on random square crops of this side (default: whole images)")
+    p.add_argument("--attention-heads", type=int, nargs="+", metavar="N",
+                   help="UNet attention heads per level, from the top (diffusers' attention_head_dim)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: cpu)")
 
     p = world_sub.add_parser("train-judges", parents=[common],
                              help="train the offline judges (classifier, CLIP, DINO, LPIPS roles) on the world")
@@ -141,6 +145,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         raise UserError("--sample-steps and --report-step must be >= 0")
     if any(c < 0 for c in args.checkpoints):
         raise UserError("--checkpoints must be non-negative attack steps")
+    _check_device(args.device)
     cfg = RunConfig(task=args.task, defenses=tuple(args.defense), attacks=tuple(args.attack or ()),
                     groups=tuple(args.groups), seeds=tuple(dict.fromkeys(args.seeds)), model=args.model,
                     device=args.device, out=args.out, store=args.store or str(DEFAULT_STORE), name=args.name,
@@ -318,7 +323,19 @@ def cmd_world(args: argparse.Namespace) -> None:
             print(f"  missed: {name}")
 
 
+def _check_device(device: str) -> None:
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise UserError(f"--device {device!r} is not a torch device; pass e.g. cpu or cuda") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: torch sees no CUDA GPU here; pass --device cpu")
+
+
 def _world_train(args: argparse.Namespace) -> None:
+    from dataclasses import replace
     from pathlib import Path
 
     from .backbones import EMBEDDED_WEIGHTS
@@ -329,7 +346,7 @@ def _world_train(args: argparse.Namespace) -> None:
     overrides = {"unet_steps": args.unet_steps, "vae_steps": args.vae_steps,
                  "images_per_concept": args.images_per_concept, "seed": args.seed,
                  "unattributed_art": args.unattributed_art, "anonymous_art": args.anonymous_art,
-                 "rare_token_captions": args.rare_token_captions}
+                 "rare_token_captions": args.rare_token_captions, "vae_crop": args.vae_crop}
     for name, value in overrides.items():
         if value is not None and value < 0:
             raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
@@ -337,6 +354,16 @@ def _world_train(args: argparse.Namespace) -> None:
         if overrides[name] is not None and overrides[name] > 1:
             raise UserError(f"--{name.replace('_', '-')} is a share in [0, 1], got {overrides[name]}")
     cfg = WorldTrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+    if cfg.vae_crop and not 8 <= cfg.vae_crop <= cfg.arch.resolution:
+        raise UserError(f"--vae-crop must be 0 or between 8 and the resolution {cfg.arch.resolution}, got {cfg.vae_crop}")
+    if args.attention_heads:
+        levels = len(cfg.arch.unet_channels)
+        if len(args.attention_heads) != levels or any(
+                n < 1 or c % n for n, c in zip(args.attention_heads, cfg.arch.unet_channels)):
+            raise UserError(f"--attention-heads takes {levels} numbers that divide the channels "
+                            f"{list(cfg.arch.unet_channels)}, got {args.attention_heads}")
+        cfg = replace(cfg, arch=replace(cfg.arch, attention_head_dim=tuple(args.attention_heads)))
+    _check_device(args.device)
     out = Path(args.out) if args.out else EMBEDDED_WEIGHTS / "tiny-sd"
     work = Path(args.work) if args.work else Path.home() / ".cache" / "immunobench" / "world-train"
     if args.vae_from:  # refuse a mismatched donor before the minute of rendering
@@ -344,7 +371,7 @@ def _world_train(args: argparse.Namespace) -> None:
     progress = Progress()
     examples = pretraining_examples(cfg.images_per_concept, cfg.seed, cfg.arch.resolution, progress,
                                     cfg.unattributed_art, cfg.anonymous_art)
-    report = train_world_model(examples, out, work, cfg, progress, vae_from=args.vae_from)
+    report = train_world_model(examples, out, work, cfg, progress, vae_from=args.vae_from, device=args.device)
     write_model_card(out, report)
     print(f"tiny-sd written to {out} ({report['seconds']:.0f} s); checkpoints in {work}")
 

@@ -118,12 +118,63 @@ def test_vae_from_reuses_a_finished_vae_stage_that_this_run_would_repeat(tmp_pat
     for module in ("vae", "unet"):  # the whole run is the one it would have been
         sa, sb = getattr(a, module).state_dict(), getattr(b, module).state_dict()
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
-    for changed, fields in (({"vae_lr": 5e-4}, "vae_lr"), ({"seed": 1}, "seed")):
+    for changed, fields in (({"vae_lr": 5e-4}, "vae_lr"), ({"seed": 1}, "seed"), ({"vae_crop": 32}, "vae_crop")):
         with pytest.raises(UserError, match=fields):
             train_world_model(examples, tmp_path / "c", tmp_path / f"wc-{fields}",
                               WorldTrainConfig(**base | changed), Progress(False), vae_from=tmp_path / "wd")
     with pytest.raises(UserError, match="not a `world train --work` folder"):
         train_world_model(examples, tmp_path / "c", tmp_path / "wc", variant, Progress(False), vae_from=tmp_path)
+
+
+def test_random_crops_are_windows_of_their_images():
+    from immunobench.world.train import random_crops
+
+    images = torch.randn(6, 3, 12, 10)
+    crops = random_crops(images, 4, torch.Generator().manual_seed(0))
+    assert crops.shape == (6, 3, 4, 4)
+    for img, crop in zip(images, crops):
+        windows = [img[:, t : t + 4, l : l + 4] for t in range(9) for l in range(7)]
+        assert sum(torch.equal(crop, w) for w in windows) == 1
+    again = random_crops(images, 4, torch.Generator().manual_seed(0))
+    assert torch.equal(crops, again)  # offsets come from the generator alone
+
+
+def test_vae_crops_and_attention_heads_train_a_model_that_loads_with_them(tmp_path, monkeypatch):
+    """Crops reach the VAE (and only when asked), and the heads per level are the saved model's."""
+    from dataclasses import replace
+
+    from immunobench.world import train
+
+    sizes = []
+    crop = train.random_crops
+    monkeypatch.setattr(train, "random_crops", lambda x, size, g: sizes.append(size) or crop(x, size, g))
+    arch = replace(ARCH, attention_head_dim=(2, 4), cross_attention_levels=2)
+    whole = train_world_model(_squares(2), tmp_path / "whole", tmp_path / "w0",
+                              WorldTrainConfig(arch=ARCH, vae_steps=2, unet_steps=0, vae_batch=2), Progress(False))
+    assert sizes == []
+    report = train_world_model(_squares(2), tmp_path / "m", tmp_path / "w", WorldTrainConfig(
+        arch=arch, vae_steps=3, unet_steps=2, vae_batch=2, unet_batch=2, vae_crop=32), Progress(False))
+    assert sizes == [32] * 3 and report["config"]["vae_crop"] == 32 and whole["config"]["vae_crop"] == 0
+    train.write_model_card(tmp_path / "m", report)
+    assert "32 px crops" in (tmp_path / "m" / "README.md").read_text()
+    unet = load_backbone(str(tmp_path / "m")).unet
+    assert list(unet.config.attention_head_dim) == [2, 4]
+    heads = [unet.down_blocks[i].attentions[0].transformer_blocks[0].attn1.heads for i in (0, 1)]
+    assert heads == [2, 4]  # 16 and 32 channels: head size 8 at both levels
+
+
+def test_world_train_bad_options_are_one_line_exit_2(tmp_path, capsys):
+    from immunobench.cli import main
+
+    base = ["world", "train", "--out", str(tmp_path / "m"), "--work", str(tmp_path / "w")]
+    for extra, fix in ((["--attention-heads", "3", "4"], "divide the channels"),
+                       (["--attention-heads", "2"], "takes 2 numbers"),
+                       (["--vae-crop", "70"], "between 8 and the resolution"),
+                       (["--device", "nonsense"], "not a torch device")):
+        assert main(base + extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert fix in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "w").exists()  # refused before any work
 
 
 def test_unattributed_art_changes_only_artwork_captions():

@@ -45,6 +45,9 @@ class WorldTrainConfig:
     vae_batch: int = 32
     vae_lr: float = 1e-3
     vae_kl_weight: float = field(default=1e-6, metadata={"help": "β of the KL term, as in SD's VAE (1e-6)"})
+    # SD's VAE was trained on 256 px crops and runs at 512; the VAE is convolutional, so a crop costs
+    # its share of the pixels (a 32 px step takes 0.26 of a 64 px one on 2 cores).
+    vae_crop: int = field(default=0, metadata={"help": "side of the random square crops the VAE trains on (0: whole images)"})
     # 5000 steps would fit the hour but drew, erased and re-learned worse on seeds 1 and 2 (19 and 16 of
     # 22 world-check targets against 20 and 20; benchmarks/results/world_unet5000_seed1).
     unet_steps: int = field(default=8000, metadata={"help": "UNet + text encoder steps"})
@@ -101,12 +104,21 @@ def cosine_with_warmup(step: int, total: int, warmup: int = 200) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
 
+def random_crops(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """One random ``size``×``size`` crop of each image (offsets drawn from ``generator``)."""
+    h, w = images.shape[-2:]
+    tops = torch.randint(0, h - size + 1, (len(images),), generator=generator).tolist()
+    lefts = torch.randint(0, w - size + 1, (len(images),), generator=generator).tolist()
+    return torch.stack([img[:, t : t + size, l : l + size] for img, t, l in zip(images, tops, lefts)])
+
+
 def train_vae(components: dict, images: torch.Tensor, cfg: WorldTrainConfig, work: Path,
               progress: Progress) -> list[float]:
     vae = components["vae"]
+    device = next(vae.parameters()).device
     ckpt = work / "vae.pt"
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
-    state = torch.load(ckpt, weights_only=False) if ckpt.exists() else None
+    state = torch.load(ckpt, weights_only=False, map_location="cpu") if ckpt.exists() else None
     step, losses = 0, []
     if state:
         vae.load_state_dict(state["model"]), opt.load_state_dict(state["opt"])
@@ -118,6 +130,9 @@ def train_vae(components: dict, images: torch.Tensor, cfg: WorldTrainConfig, wor
         for group in opt.param_groups:
             group["lr"] = cfg.vae_lr * cosine_with_warmup(step, cfg.vae_steps)
         x = images[torch.randint(0, len(images), (cfg.vae_batch,), generator=g)]
+        if cfg.vae_crop:  # no draw without, so whole-image runs keep their random stream
+            x = random_crops(x, cfg.vae_crop, g)
+        x = x.to(device)
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample(g)).sample
         # L1 keeps edges (the judges read brush texture); KL only tethers the latent scale.
@@ -138,7 +153,8 @@ def train_vae(components: dict, images: torch.Tensor, cfg: WorldTrainConfig, wor
 @torch.no_grad()
 def latent_scale(components: dict, images: torch.Tensor) -> float:
     vae = components["vae"]
-    z = torch.cat([vae.encode(images[i : i + 256]).latent_dist.mode() for i in range(0, len(images), 256)])
+    device = next(vae.parameters()).device
+    z = torch.cat([vae.encode(images[i : i + 256].to(device)).latent_dist.mode() for i in range(0, len(images), 256)])
     return float(1.0 / z.std())
 
 
@@ -152,7 +168,7 @@ def reference_reconstruction_mse(model: Backbone, size: int) -> float:
     from .check import reconstruct, reference_images
     from .concepts import CONCEPTS
 
-    refs = torch.cat([reference_images(c.id, size) for c in CONCEPTS.values() if c.kind == "instance"])
+    refs = torch.cat([reference_images(c.id, size) for c in CONCEPTS.values() if c.kind == "instance"]).to(model.device)
     return float(((reconstruct(model, refs) - refs) ** 2).mean())
 
 
@@ -166,7 +182,8 @@ def train_unet(components: dict, latents: torch.Tensor, captions: list[str], cfg
         {"params": text_encoder.parameters(), "lr": cfg.text_lr, "weight_decay": 0.0},
     ])
     base_lrs = [cfg.unet_lr, cfg.text_lr]
-    state = torch.load(ckpt, weights_only=False) if ckpt.exists() else None
+    device = next(unet.parameters()).device
+    state = torch.load(ckpt, weights_only=False, map_location="cpu") if ckpt.exists() else None
     step, losses = 0, []
     if state:
         unet.load_state_dict(state["unet"]), text_encoder.load_state_dict(state["text"])
@@ -189,7 +206,7 @@ def train_unet(components: dict, latents: torch.Tensor, captions: list[str], cfg
             batch_ids = insert_rare_tokens(batch_ids, cfg.rare_token_captions, rare_pool, g)
         drop = torch.rand(cfg.unet_batch, generator=g) < cfg.caption_dropout
         batch_ids[drop] = empty
-        cond = text_encoder(batch_ids)[0]
+        cond = text_encoder(batch_ids.to(device))[0]
         loss = diffusion_loss(unet, latents[idx], cond, scheduler, generator=g)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -279,11 +296,14 @@ def pretraining_examples(images_per_concept: int, seed: int = 0, size: int = 64,
 
 def train_world_model(examples: Sequence[Example], out: str | Path, work: str | Path,
                       cfg: WorldTrainConfig = WorldTrainConfig(),
-                      progress: Progress | None = None, vae_from: str | Path | None = None) -> dict:
+                      progress: Progress | None = None, vae_from: str | Path | None = None,
+                      device: str = "cpu") -> dict:
     """Train both stages on ``examples`` and save the model to ``out`` (diffusers layout).
 
     ``vae_from``: another run's work folder whose finished VAE stage this run would repeat exactly
-    (see ``adopt_vae``); the VAE stage then starts from its checkpoint.
+    (see ``adopt_vae``); the VAE stage then starts from its checkpoint. ``device``: where the stages
+    run; weights start and random draws happen on the CPU, so a device changes only float rounding
+    (checkpoints are portable: a run started on a GPU resumes on the CPU).
     """
     progress = progress or Progress()
     work, out = Path(work), Path(out)
@@ -295,6 +315,10 @@ def train_world_model(examples: Sequence[Example], out: str | Path, work: str | 
     components = build_components(cfg.arch, seed=cfg.seed)
     with torch.no_grad():
         components["text_encoder"].get_input_embeddings().weight.normal_(0.0, cfg.text_token_std)
+    if torch.device(device).type == "cuda":
+        torch.backends.cudnn.allow_tf32 = False  # fp32 as on the CPU: TF32 convolutions round to 10 bits
+    for name in ("unet", "vae", "text_encoder"):
+        components[name].to(device)
     images = _to_tensor([img for img, _ in examples])
     captions = [c for _, c in examples]
     started = time.time()
@@ -306,6 +330,8 @@ def train_world_model(examples: Sequence[Example], out: str | Path, work: str | 
     with torch.no_grad():
         latents = torch.cat([encode_images(model, images[i : i + 256]) for i in range(0, len(images), 256)])
     unet_losses = train_unet(components, latents, captions, cfg, work, progress)
+    for name in ("unet", "vae", "text_encoder"):
+        components[name].to("cpu")
     save_components(components, out)
     report = {
         "config": asdict(cfg),
@@ -315,6 +341,7 @@ def train_world_model(examples: Sequence[Example], out: str | Path, work: str | 
         "vae_reference_mse": reference_mse,
         "unet_loss_first_last": [_mean(unet_losses[:50]), _mean(unet_losses[-50:])],
         "seconds": round(time.time() - started, 1),
+        "device": str(device),
     }
     if vae_from is not None:
         report["vae_from"] = str(vae_from)
@@ -343,7 +370,7 @@ def _claim_work_folder(work: Path, cfg: WorldTrainConfig, n_examples: int) -> No
 # the architecture's resolution), the initial weights (seed, architecture) and its own schedule.
 # Captions, the UNet's and the text encoder's settings do not enter it.
 VAE_STAGE_FIELDS = ("seed", "images_per_concept", "anonymous_art", "arch", "vae_steps", "vae_batch", "vae_lr",
-                    "vae_kl_weight", "checkpoint_every")
+                    "vae_kl_weight", "vae_crop", "checkpoint_every")
 
 
 def adopt_vae(work: Path, donor: Path, cfg: WorldTrainConfig, n_examples: int) -> None:
@@ -372,7 +399,7 @@ def finished_vae_stage(donor: Path, cfg: WorldTrainConfig, n_examples: int) -> d
     if differ:
         raise UserError(f"--vae-from {donor}: its VAE stage differs from this run's in {', '.join(differ)}; "
                         "pass a run with the same settings or drop --vae-from")
-    state = torch.load(ckpt, weights_only=True)  # another folder: tensors and numbers only, no pickled code
+    state = torch.load(ckpt, weights_only=True, map_location="cpu")  # another folder: tensors and numbers only, no pickled code
     if state["step"] != cfg.vae_steps:
         raise UserError(f"--vae-from {donor}: its VAE stage stopped at step {state['step']} of {cfg.vae_steps}; "
                         "finish that run first or drop --vae-from")
@@ -387,6 +414,7 @@ def write_model_card(out: Path, report: dict) -> None:
     """README.md beside the weights: what it was trained on, how long, and where its quality is measured."""
     cfg = report["config"]
     first, last = report["unet_loss_first_last"]
+    crop = f" of {cfg['vae_crop']} px crops" if cfg.get("vae_crop") else ""
     text = f"""# tiny-sd — the embedded default model of immunobench
 
 Stable Diffusion's classes (UNet2DConditionModel with cross-attention, AutoencoderKL, CLIPTextModel,
@@ -398,11 +426,11 @@ CLIPTokenizer with SD's BPE vocabulary, DDPM schedule with SD v1's betas), at {c
   Captions use the papers' templates ("an artwork of {{artist}}", "a photo of {{object}}") and variants;
   {cfg.get('unattributed_art', 0.0):.0%} of the artworks are captioned without their artist ("an artwork", "a painting", ...),
   and {cfg.get('anonymous_art', 0)} artworks by unnamed painters (each its own random style) are captioned so too.
-- training: VAE {cfg['vae_steps']} steps (batch {cfg['vae_batch']}, L1 + MSE + {cfg['vae_kl_weight']}·KL), latent scaling
+- training: VAE {cfg['vae_steps']} steps (batch {cfg['vae_batch']}{crop}, L1 + MSE + {cfg['vae_kl_weight']}·KL), latent scaling
   factor {report['latent_scaling_factor']:.4f}; UNet + text encoder {cfg['unet_steps']} steps (batch {cfg['unet_batch']},
   lr {cfg['unet_lr']} / {cfg['text_lr']}, cosine, {cfg['caption_dropout']:.0%} empty captions, {cfg.get('rare_token_captions', 0.0):.0%} of
   captions given one token no world caption uses, token rows initialised with std {cfg.get('text_token_std', 0.02)}),
-  seed {cfg['seed']}.
+  seed {cfg['seed']}, on {report.get('device', 'cpu')}.
 - VAE reconstruction of the held-out instances' reference views (pixel MSE, images in [-1, 1]):
   {report.get('vae_reference_mse', float('nan')):.4f} — personalization can reach only what the VAE decodes.
 - ε-loss over the first/last 50 steps: {first:.4f} → {last:.4f}; wall time of the invocation that finished
