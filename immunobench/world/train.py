@@ -45,8 +45,9 @@ class WorldTrainConfig:
     vae_batch: int = 32
     vae_lr: float = 1e-3
     vae_kl_weight: float = field(default=1e-6, metadata={"help": "β of the KL term, as in SD's VAE (1e-6)"})
-    # SD's VAE was trained on 256 px crops and runs at 512; the VAE is convolutional, so a crop costs
-    # its share of the pixels (a 32 px step takes 0.26 of a 64 px one on 2 cores).
+    # SD's autoencoder was trained at 256 px and runs at 512; this one is convolutional too, so a crop
+    # costs its share of the pixels (a 32 px step took 0.26 of a 64 px one on 2 cores,
+    # benchmarks/results/train_step_cost_2026-12-04.json). Whether tiny-sd keeps its quality: README.
     vae_crop: int = field(default=0, metadata={"help": "side of the random square crops the VAE trains on (0: whole images)"})
     # 5000 steps would fit the hour but drew, erased and re-learned worse on seeds 1 and 2 (19 and 16 of
     # 22 world-check targets against 20 and 20; benchmarks/results/world_unet5000_seed1).
@@ -303,7 +304,7 @@ def train_world_model(examples: Sequence[Example], out: str | Path, work: str | 
     ``vae_from``: another run's work folder whose finished VAE stage this run would repeat exactly
     (see ``adopt_vae``); the VAE stage then starts from its checkpoint. ``device``: where the stages
     run; weights start and random draws happen on the CPU, so a device changes only float rounding
-    (checkpoints are portable: a run started on a GPU resumes on the CPU).
+    (checkpoints load onto any device, so a run started on a GPU can resume on the CPU).
     """
     progress = progress or Progress()
     work, out = Path(work), Path(out)
