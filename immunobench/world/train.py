@@ -318,21 +318,18 @@ def train_world_model(examples: Sequence[Example], out: str | Path, work: str | 
         components["text_encoder"].get_input_embeddings().weight.normal_(0.0, cfg.text_token_std)
     if torch.device(device).type == "cuda":
         torch.backends.cudnn.allow_tf32 = False  # fp32 as on the CPU: TF32 convolutions round to 10 bits
-    for name in ("unet", "vae", "text_encoder"):
-        components[name].to(device)
+    model = Backbone.from_components(components).to(device)  # the same modules, moved in place
     images = _to_tensor([img for img, _ in examples])
     captions = [c for _, c in examples]
     started = time.time()
     vae_losses = train_vae(components, images, cfg, work, progress)
     scale = latent_scale(components, images)
     components["vae"].register_to_config(scaling_factor=scale)
-    model = Backbone.from_components(components)
     reference_mse = reference_reconstruction_mse(model, cfg.arch.resolution)
     with torch.no_grad():
         latents = torch.cat([encode_images(model, images[i : i + 256]) for i in range(0, len(images), 256)])
     unet_losses = train_unet(components, latents, captions, cfg, work, progress)
-    for name in ("unet", "vae", "text_encoder"):
-        components[name].to("cpu")
+    model.to("cpu")
     save_components(components, out)
     report = {
         "config": asdict(cfg),
