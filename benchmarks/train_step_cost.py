@@ -4,10 +4,10 @@ Each variant runs `train_unet` itself (tiny-sd's architecture and batch, caption
 own process: a few warm-up steps, then ``--steps`` timed steps in a fresh work folder. Variants:
 ``default`` (what `world train` does: PyTorch's SDPA picks its CPU flash kernel), ``math`` (SDPA's
 reference kernel), ``bf16`` (CPU autocast to bfloat16), ``compile`` (``torch.compile`` of the UNet,
-inductor; its compile time is reported apart), ``heads-2-4`` (2 and 4 attention heads per UNet level, head
-size 16, instead of 8 and 8, head sizes 4 and 8: `world train --attention-heads 2 4`). ``vae`` and
-``vae-crop32`` time `train_vae` steps on whole 64 px images and on 32 px crops (`--vae-crop 32`); their
-ratio is to ``vae``. Writes per-step seconds and the ratio to ``default``
+inductor; its compile time is reported apart), ``heads-2-4`` and ``heads-8-8`` (2 and 4 attention heads
+per UNet level, head size 16, the default since 2026-12-04; 8 and 8, head sizes 4 and 8, the default
+before). ``vae`` and ``vae-crop32`` time `train_vae` steps on whole 64 px images (the default before
+2026-12-04) and on 32 px crops (the default since); their ratio is to ``vae``. Writes per-step seconds and the ratio to ``default``
 measured in the same run to benchmarks/results/train_step_cost.json. None of the variants is
 bit-identical to ``default``, so none could replace it without retraining and re-checking the world.
 
@@ -27,7 +27,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-VARIANTS = ("default", "math", "bf16", "compile", "heads-2-4", "vae", "vae-crop32")
+VARIANTS = ("default", "math", "bf16", "compile", "heads-2-4", "heads-8-8", "vae", "vae-crop32")
 
 
 def _context(variant: str):
@@ -51,8 +51,9 @@ def measure(variant: str, steps: int, warmup: int) -> dict:
     from immunobench.world.train import WorldTrainConfig, pretraining_examples, train_unet
 
     cfg = WorldTrainConfig()
-    if variant == "heads-2-4":
-        cfg = replace(cfg, arch=replace(cfg.arch, attention_head_dim=(2, 4)))
+    if variant.startswith("heads-"):
+        heads = tuple(int(n) for n in variant.removeprefix("heads-").split("-"))
+        cfg = replace(cfg, arch=replace(cfg.arch, attention_head_dim=heads))
     if variant.startswith("vae"):
         return measure_vae(replace(cfg, vae_crop=32 if variant == "vae-crop32" else 0), variant, steps, warmup)
     components = build_components(cfg.arch, seed=cfg.seed)

@@ -56,9 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vae-from", metavar="WORK",
                    help="start from another run's finished VAE stage (its --work folder); refused unless "
                         "that run's VAE settings match this one's, e.g. for caption-only variants")
-    p.add_argument("--vae-crop", type=int, help="train the VAE on random square crops of this side (default: whole images)")
+    p.add_argument("--vae-crop", type=int, help="train the VAE on random square crops of this side (default 32; 0: whole images)")
     p.add_argument("--attention-heads", type=int, nargs="+", metavar="N",
-                   help="UNet attention heads per level, from the top (diffusers' attention_head_dim)")
+                   help="UNet attention heads per level, from the top (default 2 4; diffusers' attention_head_dim)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: cpu)")
 
     p = world_sub.add_parser("train-judges", parents=[common],

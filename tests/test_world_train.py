@@ -118,7 +118,7 @@ def test_vae_from_reuses_a_finished_vae_stage_that_this_run_would_repeat(tmp_pat
     for module in ("vae", "unet"):  # the whole run is the one it would have been
         sa, sb = getattr(a, module).state_dict(), getattr(b, module).state_dict()
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
-    for changed, fields in (({"vae_lr": 5e-4}, "vae_lr"), ({"seed": 1}, "seed"), ({"vae_crop": 32}, "vae_crop")):
+    for changed, fields in (({"vae_lr": 5e-4}, "vae_lr"), ({"seed": 1}, "seed"), ({"vae_crop": 0}, "vae_crop")):
         with pytest.raises(UserError, match=fields):
             train_world_model(examples, tmp_path / "c", tmp_path / f"wc-{fields}",
                               WorldTrainConfig(**base | changed), Progress(False), vae_from=tmp_path / "wd")
@@ -150,7 +150,7 @@ def test_vae_crops_and_attention_heads_train_a_model_that_loads_with_them(tmp_pa
     monkeypatch.setattr(train, "random_crops", lambda x, size, g: sizes.append(size) or crop(x, size, g))
     arch = replace(ARCH, attention_head_dim=(2, 4), cross_attention_levels=2)
     whole = train_world_model(_squares(2), tmp_path / "whole", tmp_path / "w0",
-                              WorldTrainConfig(arch=ARCH, vae_steps=2, unet_steps=0, vae_batch=2), Progress(False))
+                              WorldTrainConfig(arch=ARCH, vae_steps=2, unet_steps=0, vae_batch=2, vae_crop=0), Progress(False))
     assert sizes == []
     report = train_world_model(_squares(2), tmp_path / "m", tmp_path / "w", WorldTrainConfig(
         arch=arch, vae_steps=3, unet_steps=2, vae_batch=2, unet_batch=2, vae_crop=32), Progress(False))
@@ -272,6 +272,8 @@ def test_world_help_states_the_defaults_the_code_uses():
     assert float(stated("train", "--unattributed-art")) == cfg.unattributed_art
     assert int(stated("train", "--anonymous-art")) == cfg.anonymous_art
     assert float(stated("train", "--rare-token-captions")) == cfg.rare_token_captions
+    assert int(stated("train", "--vae-crop")) == cfg.vae_crop
+    assert tuple(map(int, stated("train", "--attention-heads").split())) == cfg.arch.attention_head_dim
     assert int(stated("check", "--lora-seeds")) == LORA_SEEDS
     # the renderer's defaults are the recipe's: a caller that omits them renders the shipped world
     params = inspect.signature(pretraining_examples).parameters
