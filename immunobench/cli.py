@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-steps", type=int, default=0, help="DDIM steps per generation (default: the backbone's)")
     p.add_argument("--set", action="append", default=[], metavar="PLUGIN.FIELD=VALUE",
                    help="override a plugin config field, e.g. mima.steps=100 (repeatable; see `immunobench show defense mima`)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes computing the grid's stages, one thread each (default: one per core on CPU, 1 on a GPU)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = sub.add_parser("runs", help="list finished runs")
@@ -145,6 +147,8 @@ def cmd_run(args: argparse.Namespace) -> None:
         raise UserError("--sample-steps and --report-step must be >= 0")
     if any(c < 0 for c in args.checkpoints):
         raise UserError("--checkpoints must be non-negative attack steps")
+    if args.workers < 0:
+        raise UserError(f"--workers must be >= 1 (or 0 for one per core), got {args.workers}")
     _check_device(args.device)
     cfg = RunConfig(task=args.task, defenses=tuple(args.defense), attacks=tuple(args.attack or ()),
                     groups=tuple(args.groups), seeds=tuple(dict.fromkeys(args.seeds)), model=args.model,
@@ -152,7 +156,7 @@ def cmd_run(args: argparse.Namespace) -> None:
                     eval_images=args.eval_images, checkpoints=tuple(sorted(set(args.checkpoints))),
                     report_step=args.report_step, sample_steps=args.sample_steps,
                     overrides=_parse_overrides(args.set), include_paths=tuple(args.include_path),
-                    allow_pickle=args.allow_pickle)
+                    allow_pickle=args.allow_pickle, workers=args.workers)
     runner = Runner(cfg, Progress(not args.quiet))
     run_dir = runner.run()
     print()

@@ -197,6 +197,13 @@ for _registry in REGISTRIES.values():
     _registry.set_discovery(discover)
 
 
+_LOADED_FILES: dict[str, str] = {}  # module name → file, for worker processes to load again
+
+
+def loaded_plugin_files() -> dict[str, str]:
+    return dict(_LOADED_FILES)
+
+
 def load_plugin_file(path: str | Path) -> str:
     """Import a user's plugin file so that its ``@register_*`` decorators run; returns the module name."""
     discover()  # built-ins first, so a clash names both sides
@@ -220,4 +227,5 @@ def load_plugin_file(path: str | Path) -> str:
     except Exception as exc:
         del sys.modules[module_name]
         raise PluginError(f"{path}: failed to import: {_describe(exc)}") from exc
+    _LOADED_FILES[module_name] = str(path.resolve())
     return module_name

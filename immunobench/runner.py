@@ -68,6 +68,18 @@ class RunConfig:
     overrides: dict = field(default_factory=dict)  # plugin name → {config field: value}
     include_paths: tuple[str, ...] = ()
     allow_pickle: bool = False
+    workers: int = 0  # processes computing stages; 0 = one per core on CPU, one on a GPU
+
+
+class _Missing(Exception):
+    """Planning: a stage the store does not hold yet."""
+
+
+@dataclass
+class _Plan:
+    images: dict = field(default_factory=dict)  # image key → (prompt, role, count, seed)
+    starts: dict = field(default_factory=dict)  # start key → group name
+    cells: list = field(default_factory=list)  # (group, seed, attack, defense)
 
 
 class CellFailed(Exception):
@@ -158,6 +170,13 @@ class Runner:
         self.failures: list[dict] = []
         self.keys: dict[str, list[str]] = {}
         self.cells: list[dict] = []
+        self.computed_keys: list[str] = []
+        self._plan: _Plan | None = None
+        self.workers = 1
+        self.phases: dict[str, float] = {}  # wall seconds of the run's phases
+        self._by_workers: set[str] = set()  # keys the workers computed in this run
+        self._failed: dict[tuple, dict] = {}  # cells that failed in a worker, not to be recomputed
+        self._stage_bar = None
 
     # --- plugins and their configs -------------------------------------------------------
     def plugin_config(self, cls, name: str):
@@ -170,11 +189,13 @@ class Runner:
     def _ensure(self, stage: str, key: str, compute: Callable[[], tuple[dict, dict]]):
         artifact = self.store.get(key)
         if artifact is None:
+            if self._plan is not None:
+                raise _Missing(stage)
             artifact = self._compute(stage, key, compute)
-        else:
+        elif key not in self._by_workers:
             self.stats["cached"][stage] = self.stats["cached"].get(stage, 0) + 1
         self.keys.setdefault(stage, []).append(key)
-        if stage in GRID_STAGES:
+        if stage in GRID_STAGES and self._stage_bar is not None:
             self._stage_bar.advance()
         return artifact
 
@@ -189,6 +210,7 @@ class Runner:
         done["count"] += 1
         done["seconds"] = round(done["seconds"] + usage.cost["seconds"], 2)
         done["peak_rss_mb"] = max(done["peak_rss_mb"], usage.cost["peak_rss_mb"])
+        self.computed_keys.append(key)
         return self.store.put(key, meta, tensors)
 
     # --- stages ----------------------------------------------------------------------------
@@ -197,6 +219,9 @@ class Runner:
         as MIMA §5.1 draws the defense's and the attacker's 20 from SD itself."""
         seeds = [seed * SEED_STRIDE + SEED_OFFSETS[role] + i for i in range(count)]
         key = artifact_key("images", model=self.model.fingerprint, prompt=prompt, seeds=seeds, sampler=self.sampler)
+        if self._plan is not None and not self.store.has(key):
+            self._plan.images[key] = (prompt, role, count, seed)
+            return key, torch.empty(count, 3, 0, 0)  # the keys downstream need, not the pixels
 
         def compute():
             bar = self.progress.task(f"sample {role} '{prompt}'", total=count)
@@ -215,6 +240,9 @@ class Runner:
         erased = group if spec.erase == "group" else ConceptGroup(group.task, "all", tuple(self.card.concepts), (), self.card)
         key = artifact_key("start", model=self.model.fingerprint, card=self.card_hash, targets=erased.targets,
                            defense=spec.defense, version=cls.version, config=_config_dict(cfg))
+        if self._plan is not None and not self.store.has(key):
+            self._plan.starts[key] = group.name
+            return key, None
 
         def compute():
             immunized = cls().immunize(self.model, erased, TaskData(), cfg)
@@ -342,12 +370,9 @@ class Runner:
         return self._ensure("score", key, compute).meta["rows"]
 
     # --- the grid --------------------------------------------------------------------------
-    def run(self) -> Path:
-        started = time.time()
+    def prepare(self) -> None:
+        """Load the model and judges and check every plugin config: a bad --set fails now, not after an hour."""
         cfg = self.cfg
-        removed = self.store.clean_temporary()
-        if removed:
-            self.log(f"store: removed {removed} unfinished artifact(s) of an interrupted run")
         self.model = load_backbone(cfg.model, device=cfg.device, allow_pickle=cfg.allow_pickle)
         self._sampling = {"steps": cfg.sample_steps or self.model.spec.sample_steps,
                           "guidance_scale": self.model.spec.guidance_scale}
@@ -356,17 +381,39 @@ class Runner:
         names = judges_for(self.model.spec.metric_family)
         self.judges = {role: get_metric(names[role])(device=cfg.device) for role in (*SIMILARITY_ROLES, "acc")}
         self.judge_versions = {role: f"{names[role]}@{get_metric(names[role]).version}" for role in self.judges}
-        for name, cls in self._plugins():  # a bad --set fails now, not after an hour of work
+        for name, cls in self._plugins():
             self.plugin_config(cls, name)
 
-        run_dir = Path(cfg.out) / (cfg.name or f"{cfg.task}-{time.strftime('%Y%m%d-%H%M%S')}")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        cells = [(g, d, a, s) for g in self.groups for s in cfg.seeds for a in self.attacks for d in self.defenses]
-        self.log(f"run {run_dir}: task {cfg.task}, {len(self.groups)} group(s) × {len(self.defenses)} defense(s) "
-                 f"{self.defenses} × {len(self.attacks)} attack(s) × {len(cfg.seeds)} seed(s) = {len(cells)} cells; "
-                 f"store {self.store.root}")
-        # the grid's immunize/attack/score stages; images and start models show their own bars
-        self._stage_bar = self.progress.task("grid stages", total=self._count_stages())
+    def run(self) -> Path:
+        started = time.time()
+        cfg = self.cfg
+        removed = self.store.clean_temporary()
+        if removed:
+            self.log(f"store: removed {removed} unfinished artifact(s) of an interrupted run")
+        with _cpu_threads(1 if cfg.device.startswith("cpu") else None):
+            self.prepare()
+            run_dir = Path(cfg.out) / (cfg.name or f"{cfg.task}-{time.strftime('%Y%m%d-%H%M%S')}")
+            run_dir.mkdir(parents=True, exist_ok=True)
+            cells = [(g, d, a, s) for g in self.groups for s in cfg.seeds for a in self.attacks for d in self.defenses]
+            self.log(f"run {run_dir}: task {cfg.task}, {len(self.groups)} group(s) × {len(self.defenses)} defense(s) "
+                     f"{self.defenses} × {len(self.attacks)} attack(s) × {len(cfg.seeds)} seed(s) = {len(cells)} cells; "
+                     f"store {self.store.root}")
+            self._compute_in_workers()
+            # the grid's immunize/attack/score stages; images and start models show their own bars
+            phase = time.time()
+            self._stage_bar = self.progress.task("grid stages", total=self._count_stages())
+            rows = self._walk()
+            self._stage_bar.close()
+            self.phases["in this process"] = round(time.time() - phase, 1)
+        from .leaderboard.results import derive_scores
+
+        results = derive_scores(rows, self.card)
+        self._write(run_dir, results, time.time() - started)
+        return run_dir
+
+    def _walk(self) -> list[dict]:
+        """One pass over the grid in its order: computes what is missing (or, planning, lists it) → rows."""
+        cfg = self.cfg
         rows: list[dict] = []
         for group_name in self.groups:
             group = self.card.group(group_name)
@@ -382,18 +429,28 @@ class Runner:
                 for attack in self.attacks:
                     baseline = None
                     for defense in self.defenses:
+                        failed = self._failed.get((group_name, defense, attack, seed))
+                        if failed is not None:  # a worker's failure, recorded as it happened
+                            self.failures.append(failed)
+                            self.log(f"cell {group_name}/{defense}/{attack}/seed {seed} failed (cell): "
+                                     f"{failed['reason']}; the grid goes on")
+                            continue
                         try:
-                            mkey, model, constraints = self.immunize(defense, group, seed, start_key, start, data, data_keys)
-                            akey, images = self.attack(attack, group, seed, mkey, model, constraints, data, data_keys)
-                            cell_rows = self.score(akey, images, data.references, data_keys["references"])
+                            mkey, akey, images, cell_rows = self.cell(group, seed, attack, defense, start_key, start,
+                                                                      data, data_keys)
                             if defense == "none":
                                 baseline = (akey, images)
-                            elif baseline is not None:
+                            elif baseline is not None and self._plan is None:
                                 cell_rows = cell_rows + self.paired(akey, images, *baseline)
+                        except _Missing:
+                            self._plan.cells.append((group_name, seed, attack, defense))
+                            continue
                         except (UserError, KeyboardInterrupt):
                             raise
                         except Exception as exc:  # noqa: BLE001
                             self._fail(group_name, defense, attack, seed, "cell", exc)
+                            continue
+                        if self._plan is not None:
                             continue
                         self.cells.append({"group": group_name, "defense": defense, "attack": attack, "seed": seed,
                                            "targets": list(group.targets), "model_key": mkey, "attack_key": akey,
@@ -405,12 +462,105 @@ class Runner:
                                                     if self.store.has(k) and not (stage == "immunize" and k == start_key)}})
                         rows += [{"task": cfg.task, "group": group_name, "defense": defense, "attack": attack,
                                   "seed": seed, **r} for r in cell_rows]
-        self._stage_bar.close()
-        from .leaderboard.results import derive_scores
+        return rows
 
-        results = derive_scores(rows, self.card)
-        self._write(run_dir, results, time.time() - started)
-        return run_dir
+    def cell(self, group: ConceptGroup, seed: int, attack: str, defense: str, start_key: str, start: Backbone,
+             data: TaskData, data_keys: dict) -> tuple[str, str, dict, list[dict]]:
+        """Immunize, attack, score: one cell but its paired score (which needs the no-defense cell)."""
+        mkey, model, constraints = self.immunize(defense, group, seed, start_key, start, data, data_keys)
+        akey, images = self.attack(attack, group, seed, mkey, model, constraints, data, data_keys)
+        return mkey, akey, images, self.score(akey, images, data.references, data_keys["references"])
+
+    def run_job(self, job: tuple) -> None:
+        """A worker's unit of work (see ``immunobench.parallel``): one image set, start model or cell."""
+        kind, *args = job
+        if kind == "images":
+            self.images(*args)
+        elif kind == "start":
+            self.start_model(self.card.group(args[0]))
+        elif kind == "cell":
+            group_name, seed, attack, defense = args
+            group = self.card.group(group_name)
+            start_key, start = self.start_model(group)
+            data, data_keys = self.task_data(group, seed)
+            self.cell(group, seed, attack, defense, start_key, start, data, data_keys)
+        else:
+            raise ValueError(f"unknown job {kind!r}")
+
+    def _compute_in_workers(self) -> None:
+        """Plans the missing stages and computes them in worker processes (``immunobench.parallel``)."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        from . import parallel
+        from .plugins import loaded_plugin_files
+
+        self._plan = _Plan()
+        try:
+            self._walk()
+            plan = self._plan
+        finally:
+            self._plan = None
+            self.stats["cached"], self.keys = {}, {}  # the final walk counts them, once
+        jobs = len(plan.images) + len(plan.starts) + len(plan.cells)
+        workers = parallel.worker_count(self.cfg.workers, self.cfg.device, jobs)
+        portable, why = self._portable_plugins()
+        if jobs == 0 or workers <= 1 or not portable:
+            if jobs and workers > 1:
+                self.log(f"computing in this process: {why}")
+            return
+        self.log(f"computing {len(plan.images)} image set(s), {len(plan.starts)} start model(s) and "
+                 f"{len(plan.cells)} cell(s) in {workers} worker processes, one thread each")
+        started = time.time()
+        stages = max(self.checkpoints) + sum(1 for _ in self.checkpoints) * 20  # attack steps + sampling, roughly
+
+        def weight(cell) -> int:  # bigger groups and immunized cells first, for a short tail
+            group = self.card.groups[cell[0]]
+            return stages * len(group) + (0 if cell[3] == "none" else stages * len(group))
+
+        phases = [("sample images", [("images", *job) for job in plan.images.values()],
+                   [job[2] for job in plan.images.values()]),
+                  ("start models", [("start", name) for name in plan.starts.values()], [1] * len(plan.starts)),
+                  ("cells", [("cell", *c) for c in plan.cells], [weight(c) for c in plan.cells])]
+
+        def collect(result: dict) -> None:
+            self._by_workers.update(result["keys"])
+            for stage, done in result["computed"].items():
+                mine = self.stats["computed"].setdefault(stage, {"count": 0, "seconds": 0.0, "peak_rss_mb": 0.0})
+                mine["count"] += done["count"]
+                mine["seconds"] = round(mine["seconds"] + done["seconds"], 2)
+                mine["peak_rss_mb"] = max(mine["peak_rss_mb"], done["peak_rss_mb"])
+            failure, job = result["failure"], result["job"]
+            if failure and job[0] == "cell":
+                group_name, seed, attack, defense = job[1:]
+                reason = failure["reason"]
+                if "out of memory" in reason.lower():
+                    reason = f"out of memory: {reason}"
+                self._failed[(group_name, defense, attack, seed)] = {
+                    "group": group_name, "defense": defense, "attack": attack, "seed": seed, "stage": "cell",
+                    "reason": reason, "traceback": failure["traceback"]}
+
+        try:
+            parallel.run_jobs(self.cfg, phases, workers, list(loaded_plugin_files().values()),
+                              self._plugin_modules(), self.progress, collect)
+        except BrokenProcessPool as exc:
+            self.log(f"a worker process died ({exc}); computing what is left in this process")
+        self.phases[f"{workers} workers"] = round(time.time() - started, 1)
+        self.workers = workers
+
+    def _plugin_modules(self) -> list[str]:
+        """Modules a worker must import to find this run's plugins (built-ins and files load anyway)."""
+        from .plugins import loaded_plugin_files
+
+        files = set(loaded_plugin_files())
+        modules = {cls.__module__ for _, cls in self._plugins()}
+        return sorted(m for m in modules if m not in files and m.split(".")[0] not in _BUILTIN_ROOTS)
+
+    def _portable_plugins(self) -> tuple[bool, str]:
+        """Whether a fresh process can import every plugin of this run (not one defined in a function)."""
+        for name, cls in self._plugins():
+            if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__:
+                return False, f"plugin {name!r} is defined where a worker process cannot import it"
+        return True, ""
 
     def _plugins(self) -> list[tuple[str, type]]:
         start = self.card.start_model.defense
@@ -423,6 +573,8 @@ class Runner:
         return len(self.groups) * len(self.cfg.seeds) * len(self.attacks) * per_attack
 
     def _fail(self, group, defense, attack, seed, stage, exc: BaseException) -> None:
+        if self._plan is not None:  # planning: the final walk meets it again and records it
+            return
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
         if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
             reason = f"out of memory: {reason}"
@@ -458,14 +610,33 @@ class Runner:
             "code": code_version(),
             "packages": package_versions(),
             "host": {"platform": platform.platform(), "python": platform.python_version(),
-                     "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": self.cfg.device},
-            "timings": {"total_seconds": round(seconds, 1), "computed": self.stats["computed"],
+                     "cpus": os.cpu_count(), "device": self.cfg.device, "workers": self.workers,
+                     "torch_threads": 1 if self.cfg.device.startswith("cpu") else torch.get_num_threads()},
+            "timings": {"total_seconds": round(seconds, 1), "phases": self.phases, "computed": self.stats["computed"],
                         "cached": self.stats["cached"]},
             "failures": self.failures,
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
         render_report(run_dir, store=self.store)
+
+
+_BUILTIN_ROOTS = {"immunobench", "defenses", "attacks", "metrics", "tasks", "leaderboard"}
+
+
+class _cpu_threads:
+    """torch's intra-op threads set for a block and restored after (None: unchanged)."""
+
+    def __init__(self, n: int | None):
+        self.n = n
+
+    def __enter__(self):
+        self.before = torch.get_num_threads()
+        if self.n:
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.before)
 
 
 def code_version() -> dict:
