@@ -1,11 +1,13 @@
-"""What `make demo` costs: the grid on a fresh store, the same command again, then `none,mima`.
+"""What `make demo` costs: the whole relearn-style card on an empty store, then the same command again.
 
-Runs `immunobench run --defense mima --task relearn-style --groups 2c-1 3c-4` three ways in one
-process-per-run sequence on an empty store and writes benchmarks/results/demo_cost.json:
-wall time per run, the second/first ratio (the store's reuse), the per-stage split of the first
-run (count, seconds, peak RSS) and the stages the third run had to compute.
+Runs `immunobench run --defense mima --task relearn-style` (all ten groups, seed 0) as a fresh
+process on an empty store, then again (everything reused), and writes
+benchmarks/results/demo_cost.json: wall time of each run, the run's phases (planning and worker
+computation, the final walk in the parent), the per-stage split (count, summed seconds, peak RSS
+per process) and, where given, the largest score difference of its rows against an earlier
+run's ``results.parquet`` (``--compare``, e.g. the code before the fast-cell work on group 2c-1).
 
-    .venv/bin/python benchmarks/demo_cost.py [--store /tmp/immunobench-demo-store]
+    .venv/bin/python benchmarks/demo_cost.py [--compare benchmarks/results/golden_2c-1_320a683.parquet]
 """
 from __future__ import annotations
 
@@ -17,41 +19,59 @@ import sys
 import time
 from pathlib import Path
 
-DEMO = ["run", "--task", "relearn-style", "--groups", "2c-1", "3c-4", "--quiet"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _bench import RESULTS, host  # noqa: E402
+
+DEMO = ["run", "--defense", "mima", "--task", "relearn-style", "--quiet"]
 
 
-def _run(store: str, out: str, name: str, defenses: str) -> dict:
+def _run(store: str, out: str, name: str) -> dict:
     started = time.time()
-    cmd = [sys.executable, "-m", "immunobench.cli", *DEMO, "--defense", defenses, "--store", store, "--out", out,
-           "--name", name]
+    cmd = [sys.executable, "-m", "immunobench.cli", *DEMO, "--store", store, "--out", out, "--name", name]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     seconds = time.time() - started
     manifest = json.loads((Path(out) / name / "manifest.json").read_text())
-    return {"command": " ".join(["immunobench", *DEMO, "--defense", defenses]), "wall_seconds": round(seconds, 1),
+    return {"command": " ".join(["immunobench", *DEMO]), "wall_seconds": round(seconds, 1),
+            "workers": manifest["host"]["workers"], "phases": manifest["timings"]["phases"],
             "computed": manifest["timings"]["computed"], "reused": manifest["timings"]["cached"]}
 
 
+def compare(results: Path, reference: Path) -> dict:
+    """Largest |Δ| between two runs' rows present in both: measured scores and derived (MSGR, MRSGR, acc/)."""
+    import pandas as pd
+
+    keys = ["group", "concept", "defense", "attack", "seed", "step", "metric"]
+    a, b = pd.read_parquet(results), pd.read_parquet(reference)
+    both = a.merge(b, on=keys, suffixes=("", "_ref"))
+    both["delta"] = (both.value - both.value_ref).abs()
+    out = {"rows_compared": len(both), "groups": sorted(both.group.unique())}
+    for kind, rows in (("measured", both[both.concept != "*"]), ("derived", both[both.concept == "*"])):
+        worst = rows.loc[rows.delta.idxmax()]
+        out[kind] = {"max_abs_delta": float(worst.delta), "where": {k: str(worst[k]) for k in keys},
+                     "median_abs_delta": float(rows.delta.median())}
+    return out
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--store", default="/tmp/immunobench-demo-store")
     ap.add_argument("--out", default="/tmp/immunobench-demo-runs")
-    ap.add_argument("--result", default="benchmarks/results/demo_cost.json")
+    ap.add_argument("--compare", type=Path, help="an earlier run's results.parquet to compare scores with")
+    ap.add_argument("--result", default=str(RESULTS / "demo_cost.json"))
     args = ap.parse_args()
     shutil.rmtree(args.store, ignore_errors=True)
     shutil.rmtree(args.out, ignore_errors=True)
-    first = _run(args.store, args.out, "first", "mima")
-    second = _run(args.store, args.out, "second", "mima")
-    third = _run(args.store, args.out, "none-mima", "none,mima")
-    import platform
-    import os
-
-    result = {"date": time.strftime("%Y-%m-%d"), "host": {"platform": platform.platform(), "cpus": os.cpu_count()},
-              "first": first, "second": second, "none_then_mima": third,
+    first = _run(args.store, args.out, "first")
+    print(f"first run (empty store): {first['wall_seconds']} s", flush=True)
+    second = _run(args.store, args.out, "second")
+    result = {"date": time.strftime("%Y-%m-%d"), "host": host(), "first": first, "second": second,
               "second_over_first": round(second["wall_seconds"] / first["wall_seconds"], 4)}
-    Path(args.result).parent.mkdir(parents=True, exist_ok=True)
+    if args.compare:
+        result["scores_vs"] = {"reference": str(args.compare),
+                               **compare(Path(args.out) / "first" / "results.parquet", args.compare)}
     Path(args.result).write_text(json.dumps(result, indent=2))
-    print(json.dumps({k: result[k] for k in ("second_over_first",)} | {"first_s": first["wall_seconds"],
-                                                                      "second_s": second["wall_seconds"]}))
+    print(json.dumps({"first_s": first["wall_seconds"], "second_s": second["wall_seconds"],
+                      "scores_vs": result.get("scores_vs", {}).get("measured")}))
 
 
 if __name__ == "__main__":

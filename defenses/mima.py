@@ -150,9 +150,12 @@ class Batch:
     timesteps: torch.Tensor
 
 
-def _loss(unet, scheduler, params, batch: Batch) -> torch.Tensor:
-    return diffusion_loss(unet, batch.latents, batch.cond, scheduler, params=params, noise=batch.noise,
-                          timesteps=batch.timesteps)
+def _losses(unet, scheduler, params, batches: list[Batch]) -> torch.Tensor:
+    """Per-batch losses of several batch-1 draws in one UNet call (each a mean over its own elements,
+    so the same values as one call per draw, up to float reassociation)."""
+    cat = {f: torch.cat([getattr(b, f) for b in batches]) for f in ("latents", "cond", "noise", "timesteps")}
+    return diffusion_loss(unet, cat["latents"], cat["cond"], scheduler, params=params, noise=cat["noise"],
+                          timesteps=cat["timesteps"], reduction="none")
 
 
 def outer_objective(unet, scheduler, theta: dict, lower: list[str], kv: list[str], plan: MergePlan,
@@ -160,14 +163,16 @@ def outer_objective(unet, scheduler, theta: dict, lower: list[str], kv: list[str
     """(1/N) Σ_n [−L(x^u_n; φ) + λ L(prior; φ)], φ = Merge({θ − α_in ∇L_inner,n(θ)}), differentiable in θ.
 
     ``batches`` holds per concept (inner, inner prior, outer, outer prior); priors may be None.
+    Each concept's inner loss (instance + prior) is one UNet call; the outer losses of all concepts
+    share φ and are one call of batch ≤ 2N (measured: benchmarks/results/bench_mima.json).
     ``stop_gradient=True`` is the released code's gradient, kept for comparison: the merged
     weights are used as values but the gradient reaches θ as if φ were θ (copied under no_grad).
     """
     adapted = []
     for inner, inner_prior, _, _ in batches:
-        loss = _loss(unet, scheduler, theta, inner)
-        if inner_prior is not None:
-            loss = loss + cfg.prior_weight * _loss(unet, scheduler, theta, inner_prior)
+        draws = [inner] + ([inner_prior] if inner_prior is not None else [])
+        per = _losses(unet, scheduler, theta, draws)
+        loss = per[0] + (cfg.prior_weight * per[1] if inner_prior is not None else 0.0)
         grads = torch.autograd.grad(loss, [theta[k] for k in lower], create_graph=not stop_gradient)
         adapted.append({k: theta[k] - cfg.inner_lr * gk for k, gk in zip(lower, grads)})
     phi = dict(theta)
@@ -178,12 +183,10 @@ def outer_objective(unet, scheduler, theta: dict, lower: list[str], kv: list[str
             phi[k] = torch.stack([a[k] for a in adapted]).mean(0)
         if stop_gradient:
             phi[k] = theta[k] + (phi[k] - theta[k]).detach()
-    total = 0.0
-    for _, _, outer, outer_prior in batches:
-        loss = -_loss(unet, scheduler, phi, outer)
-        if outer_prior is not None:
-            loss = loss + cfg.prior_weight * _loss(unet, scheduler, phi, outer_prior)
-        total = total + loss
+    outer = [b[2] for b in batches]
+    priors = [b[3] for b in batches if b[3] is not None]
+    per = _losses(unet, scheduler, phi, outer + priors)
+    total = -per[: len(outer)].sum() + cfg.prior_weight * per[len(outer):].sum()
     return total / len(batches)
 
 

@@ -553,7 +553,7 @@ class Runner:
 
         files = set(loaded_plugin_files())
         modules = {cls.__module__ for _, cls in self._plugins()}
-        return sorted(m for m in modules if m not in files and m.split(".")[0] not in _BUILTIN_ROOTS)
+        return sorted(m for m in modules if m not in files and m.split(".")[0] != "immunobench")
 
     def _portable_plugins(self) -> tuple[bool, str]:
         """Whether a fresh process can import every plugin of this run (not one defined in a function)."""
@@ -619,9 +619,6 @@ class Runner:
         }
         (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
         render_report(run_dir, store=self.store)
-
-
-_BUILTIN_ROOTS = {"immunobench", "defenses", "attacks", "metrics", "tasks", "leaderboard"}
 
 
 class _cpu_threads:
