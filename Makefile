@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 INSTALLED := $(VENV)/.installed
 
-.PHONY: test demo clean
+.PHONY: test demo bench clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -14,10 +14,16 @@ $(INSTALLED): pyproject.toml
 test: $(INSTALLED)
 	$(VENV)/bin/python -m pytest -q
 
-# The main job on the embedded tiny-sd: UCE start model → MIMA → LoRA re-learning → judges, for
-# the two groups the world check uses (all ten take ~25 min on 2 cores; drop --groups for them).
+# The main job on the embedded tiny-sd: UCE start model → MIMA → LoRA re-learning → judges, on all
+# ten groups of the card (about 14 min on 2 cores with an empty store; seconds once stored).
 demo: $(INSTALLED)
-	$(VENV)/bin/immunobench run --defense mima --task relearn-style --groups 2c-1 3c-4
+	$(VENV)/bin/immunobench run --defense mima --task relearn-style
+
+# Speed and memory of the cell's stages; figures in benchmarks/results/bench_*.json (about 12 min).
+bench: $(INSTALLED)
+	$(VENV)/bin/python benchmarks/bench_cell.py
+	$(VENV)/bin/python benchmarks/bench_attack_step.py
+	$(VENV)/bin/python benchmarks/bench_mima.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -9,8 +9,8 @@ prompts, 25 DDIM steps, guidance pair in one call), a LoRA attack step (``attack
 and a MIMA outer step (``defenses/mima.py``, 2 concepts, prior on, tiny-sd preset). Image content
 does not change their cost, so they train on random images of the right shape. Each is timed
     - with 1 and with all intra-op threads (what a second thread buys),
-    - with 1 thread and glibc's allocator tuned as the runner's workers tune it,
-    - as the runner runs it: one tuned single-threaded process per core, all at once,
+    - with 1 thread and glibc's allocator tuned for large tensors (a lever measured, not adopted),
+    - as the runner runs it: one single-threaded process per core, all at once,
 and its FLOPs are counted with ``torch.utils.flop_counter`` (matmuls, convolutions, attention), so
 the achieved FLOP/s can be read as a fraction of the measured fp32 matmul peak of the same threads.
 Writes benchmarks/results/bench_cell.json.
@@ -79,7 +79,7 @@ def _measure(stage: str) -> dict:
     if stage == "lora_step":
         from immunobench.attacks.lora import LoRA
 
-        cfg = configure(LoRA.Config, "tiny-sd", "relearn", None)
+        cfg = configure(LoRA, "tiny-sd", "relearn", None)
         steps = LoRA().adapt(model, group, data, cfg, checkpoints=range(1, 100_000))  # a step per yield
         for _ in range(5):
             next(steps)
@@ -95,7 +95,7 @@ def _measure(stage: str) -> dict:
         def immunize(steps: int, progress=None):
             plugin = MIMA()
             plugin.progress = progress
-            plugin.immunize(model, group, data, configure(MIMA.Config, "tiny-sd", "relearn", {"steps": steps}))
+            plugin.immunize(model, group, data, configure(MIMA, "tiny-sd", "relearn", {"steps": steps}))
 
         clock = StepClock()
         immunize(8, clock)
@@ -105,7 +105,7 @@ def _measure(stage: str) -> dict:
 
 
 def _child(stage: str, threads: int, tuned: bool) -> dict:
-    from immunobench.parallel import tune_allocator
+    from _bench import tune_allocator
 
     torch.set_num_threads(threads)
     if tuned:
@@ -163,7 +163,7 @@ def main() -> None:
         one = _spawn(stage, 1, False)[0]
         many = _spawn(stage, cores, False)[0]
         tuned = _spawn(stage, 1, True)[0]
-        workers = _spawn(stage, 1, True, copies=cores)
+        workers = _spawn(stage, 1, False, copies=cores)
         flops = one["flops"]
         rate = lambda r: flops / r["seconds"] / 1e9  # noqa: E731
         together = sum(rate(w) for w in workers)

@@ -74,7 +74,7 @@ def _child(data_path: str, targets: list[str], steps: int, flops: bool) -> dict:
     x, prompt = saved["__regularization__"]
     data.regularization = ConceptImages(x, [prompt] * len(x))
     group = _group(targets)
-    cfg = configure(MIMA.Config, "tiny-sd", "relearn", {"steps": steps})
+    cfg = configure(MIMA, "tiny-sd", "relearn", {"steps": steps})
     plugin, clock = MIMA(), StepClock()
     plugin.progress = clock
     with _PeakMemory("cpu") as usage:
@@ -83,8 +83,8 @@ def _child(data_path: str, targets: list[str], steps: int, flops: bool) -> dict:
     result = {"targets": targets, "step_seconds": statistics.median(clock.step_seconds()),
               "peak_rss_increase_mb": round((usage.peak - before) / 2**20, 1)}
     if flops:
-        one = stage_flops(lambda: MIMA().immunize(model, group, data, configure(MIMA.Config, "tiny-sd", "relearn", {"steps": 1})))
-        two = stage_flops(lambda: MIMA().immunize(model, group, data, configure(MIMA.Config, "tiny-sd", "relearn", {"steps": 2})))
+        one = stage_flops(lambda: MIMA().immunize(model, group, data, configure(MIMA, "tiny-sd", "relearn", {"steps": 1})))
+        two = stage_flops(lambda: MIMA().immunize(model, group, data, configure(MIMA, "tiny-sd", "relearn", {"steps": 2})))
         result["flops_per_step"] = two - one
     return result
 

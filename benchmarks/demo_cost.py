@@ -5,9 +5,9 @@ process on an empty store, then again (everything reused), and writes
 benchmarks/results/demo_cost.json: wall time of each run, the run's phases (planning and worker
 computation, the final walk in the parent), the per-stage split (count, summed seconds, peak RSS
 per process) and, where given, the largest score difference of its rows against an earlier
-run's ``results.parquet`` (``--compare``, e.g. the code before the fast-cell work on group 2c-1).
+runs' ``results.parquet`` (``--compare``, e.g. the code before the fast-cell work on group 2c-1).
 
-    .venv/bin/python benchmarks/demo_cost.py [--compare benchmarks/results/golden_2c-1_320a683.parquet]
+    .venv/bin/python benchmarks/demo_cost.py [--compare benchmarks/results/golden_2c-1_320a683.parquet ...]
 """
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--store", default="/tmp/immunobench-demo-store")
     ap.add_argument("--out", default="/tmp/immunobench-demo-runs")
-    ap.add_argument("--compare", type=Path, help="an earlier run's results.parquet to compare scores with")
+    ap.add_argument("--compare", type=Path, nargs="+", default=[], help="earlier runs' results.parquet to compare scores with")
     ap.add_argument("--result", default=str(RESULTS / "demo_cost.json"))
     args = ap.parse_args()
     shutil.rmtree(args.store, ignore_errors=True)
@@ -66,12 +66,11 @@ def main() -> None:
     second = _run(args.store, args.out, "second")
     result = {"date": time.strftime("%Y-%m-%d"), "host": host(), "first": first, "second": second,
               "second_over_first": round(second["wall_seconds"] / first["wall_seconds"], 4)}
-    if args.compare:
-        result["scores_vs"] = {"reference": str(args.compare),
-                               **compare(Path(args.out) / "first" / "results.parquet", args.compare)}
+    result["scores_vs"] = [{"reference": str(ref), **compare(Path(args.out) / "first" / "results.parquet", ref)}
+                           for ref in args.compare]
     Path(args.result).write_text(json.dumps(result, indent=2))
     print(json.dumps({"first_s": first["wall_seconds"], "second_s": second["wall_seconds"],
-                      "scores_vs": result.get("scores_vs", {}).get("measured")}))
+                      "scores_vs": [c["measured"]["max_abs_delta"] for c in result["scores_vs"]]}))
 
 
 if __name__ == "__main__":

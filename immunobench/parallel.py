@@ -1,12 +1,13 @@
 """A grid's missing stages computed in worker processes, one intra-op thread each.
 
 Why processes and not torch's threads: tiny-sd's stages are small-batch work (a LoRA step is a
-batch of 4, a MIMA loss a batch of 1–2 on 16×16 latents), and a second intra-op thread buys
-little on them. Measured 2026-12-05 on 2 cores (benchmarks/results/bench_cell.json): 1 → 2
-threads made a LoRA step 1.1× and a MIMA outer step 1.2× faster, sampling 1.6×; two
-single-threaded processes on independent cells use both cores fully. One thread per stage also
-makes the scores independent of the machine's core count (float reductions split by thread
-count differ in the last bits; 1 vs 2 threads moved a golden score by 1.0e-4).
+batch of 4, a MIMA loss a batch of 1–6 on 16×16 latents), and a second intra-op thread buys
+little on them. Measured 2026-12-05 on 2 cores (benchmarks/results/bench_cell.json): a second
+thread made a LoRA step 1.22× and a MIMA outer step 1.16× faster, sampling 1.57×; two
+single-threaded processes, one per core, got 1.64×, 1.65× and 1.27× the throughput of one
+two-threaded process. One thread per stage also makes the scores independent of the machine's
+core count (float reductions split by thread count differ in the last bits; 1 vs 2 threads moved
+a golden score by 1.0e-4, a full-size one by 2.6e-4).
 
 The runner plans (which image sets, start models and cells are missing from the store), the
 workers compute them into the shared store (its writes are atomic), and the runner then walks the
@@ -20,12 +21,6 @@ import threading
 import time
 import traceback
 from typing import Any
-
-# glibc's dynamic mmap threshold makes every large activation a fresh mmap + page faults + munmap;
-# a fixed threshold with a kept top pad reuses the heap. Measured 2026-12-05, 1 thread: sampling
-# 196 → 154 ms per image (benchmarks/results/bench_cell.json, "allocator").
-_MALLOPT = {-3: 32 * 2**20, -1: 2**30, -2: 256 * 2**20}  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, M_TOP_PAD
-
 
 def usable_cores() -> int:
     try:
@@ -41,15 +36,6 @@ def worker_count(requested: int, device: str, jobs: int) -> int:
     if not device.startswith("cpu"):
         return 1
     return max(1, min(usable_cores(), jobs))
-
-
-def tune_allocator() -> bool:
-    """Set glibc's malloc thresholds for large, repeated tensor allocations; False where not glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    return all(libc.mallopt(param, value) == 1 for param, value in _MALLOPT.items())
 
 
 def single_threaded() -> None:
@@ -94,7 +80,6 @@ def _init(cfg, plugin_files: list[str], plugin_modules: list[str], parent: int) 
 
     _exit_with_parent(parent)
     single_threaded()
-    tune_allocator()
     discover()
     for path in plugin_files:
         load_plugin_file(path)

@@ -15,6 +15,12 @@ version:
 A run killed at any point (SIGKILL included) resumes from the finished artifacts; a cell that
 fails (NaN loss, out of memory, a plugin's error) is recorded with its reason and the grid goes on.
 
+A run has three phases (their wall times go into the manifest): **plan** walks the grid against the
+store and lists the missing image sets, start models and cells; **workers** computes them in one
+single-threaded process per core (``immunobench.parallel``; image sets first, then cells, largest
+first); **walk** goes over the grid again in this process, finds everything stored, computes the
+paired scores and collects the rows. With one worker (a GPU, ``--workers 1``) the walk computes it all.
+
 Seeds: run seed s offsets every image seed by s·100000 and seeds the plugins. Attack images use
 seeds 0–19 (+offset), defense images 1000+, references 3000+, regularization 5000+, evaluation
 10000+: the defense never sees the attacker's images and no evaluation shares initial noise with
@@ -404,7 +410,7 @@ class Runner:
             self._stage_bar = self.progress.task("grid stages", total=self._count_stages())
             rows = self._walk()
             self._stage_bar.close()
-            self.phases["in this process"] = round(time.time() - phase, 1)
+            self.phases["walk"] = round(time.time() - phase, 1)
         from .leaderboard.results import derive_scores
 
         results = derive_scores(rows, self.card)
@@ -495,12 +501,14 @@ class Runner:
         from .plugins import loaded_plugin_files
 
         self._plan = _Plan()
+        started = time.time()
         try:
             self._walk()
             plan = self._plan
         finally:
             self._plan = None
             self.stats["cached"], self.keys = {}, {}  # the final walk counts them, once
+        self.phases["plan"] = round(time.time() - started, 1)
         jobs = len(plan.images) + len(plan.starts) + len(plan.cells)
         workers = parallel.worker_count(self.cfg.workers, self.cfg.device, jobs)
         portable, why = self._portable_plugins()
@@ -544,7 +552,7 @@ class Runner:
                               self._plugin_modules(), self.progress, collect)
         except BrokenProcessPool as exc:
             self.log(f"a worker process died ({exc}); computing what is left in this process")
-        self.phases[f"{workers} workers"] = round(time.time() - started, 1)
+        self.phases["workers"] = round(time.time() - started, 1)
         self.workers = workers
 
     def _plugin_modules(self) -> list[str]:

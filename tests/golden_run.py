@@ -37,8 +37,10 @@ def golden_card(folder: Path) -> Path:
     return path
 
 
-def run_golden(folder: Path) -> list[dict]:
-    """Runs the grid in ``folder`` (store and runs beneath it) and returns its result rows."""
+def run_golden(folder: Path, workers: int = 0) -> list[dict]:
+    """Runs the grid in ``folder`` (store and runs beneath it) and returns its result rows.
+
+    ``workers``: 0 is the default (one worker process per core), 1 computes in this process."""
     import pandas as pd
 
     from immunobench.progress import Progress
@@ -46,7 +48,7 @@ def run_golden(folder: Path) -> list[dict]:
 
     cfg = RunConfig(task=str(golden_card(folder)), defenses=("mima",), groups=(GROUP,), model="tiny-sd",
                     out=str(folder / "runs"), store=str(folder / "store"), name="golden", sample_steps=3,
-                    overrides={"mima": {"steps": 2}})
+                    overrides={"mima": {"steps": 2}}, workers=workers)
     run_dir = Runner(cfg, Progress(False), log=lambda _: None).run()
     results = pd.read_parquet(run_dir / "results.parquet")
     results = results.sort_values(["defense", "concept", "step", "metric"]).reset_index(drop=True)

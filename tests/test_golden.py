@@ -37,10 +37,11 @@ def _propagated(row: dict, measured: dict) -> float:
     raise AssertionError(f"no tolerance for {metric}")
 
 
-@pytest.fixture(scope="module")
-def golden_and_now(tmp_path_factory):
+@pytest.fixture(scope="module", params=[2, 1], ids=["two-worker-processes", "in-process"])
+def golden_and_now(request, tmp_path_factory):
+    """Today's scores computed both ways: in two worker processes (the default on 2 cores) and in this process."""
     golden = {row_key(r): r["value"] for r in json.loads(GOLDEN.read_text())["rows"]}
-    now = {row_key(r): r["value"] for r in run_golden(tmp_path_factory.mktemp("golden"))}
+    now = {row_key(r): r["value"] for r in run_golden(tmp_path_factory.mktemp("golden"), workers=request.param)}
     return golden, now
 
 
