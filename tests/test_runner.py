@@ -140,6 +140,7 @@ def test_bad_input_is_one_line_exit_2(small_card, tmp_path):
                  "--store", str(tmp_path / "s"), "--out", str(tmp_path), "--sample-steps", "1"]) == 2
     assert main(["run", "--task", "relearn-style", "--set", "zzz.steps=1", "--out", str(tmp_path)]) == 2
     assert main(["report", "no-such-run", "--out", str(tmp_path)]) == 2
+    assert main(["run", "--task", "relearn-style", "--workers", "-1", "--out", str(tmp_path)]) == 2
 
 
 def test_a_failing_cell_is_recorded_and_the_grid_goes_on(finished, small_card):
@@ -166,3 +167,33 @@ def test_a_failing_cell_is_recorded_and_the_grid_goes_on(finished, small_card):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["failures"][0]["stage"] == "cell"
     assert "diverges" in (run_dir / "leaderboard.md").read_text()  # listed under 'Failed cells'
+
+
+def test_a_cell_failing_in_a_worker_process_is_recorded_once(finished, small_card, tmp_path):
+    """A plugin file is loaded again in each worker; its failure comes back with its reason."""
+    from dataclasses import replace
+
+    from immunobench.plugins import load_plugin_file
+
+    plugin = tmp_path / "breaks_in_worker.py"
+    plugin.write_text(
+        "import os\n"
+        "from immunobench.plugins import Defense, register_defense\n\n"
+        "@register_defense('breaks-in-worker')\n"
+        "class BreaksInWorker(Defense):\n"
+        "    version = '1'\n\n"
+        "    def immunize(self, model, group, data, cfg):\n"
+        "        raise FloatingPointError(f'outer loss is nan at step 1 (pid {os.getpid()})')\n")
+    load_plugin_file(plugin)
+    tmp, _, _ = finished
+    runner = Runner(replace(_config(small_card, tmp, defenses=("breaks-in-worker",), name="r5"), workers=2),
+                    Progress(False), log=lambda _: None)
+    run_dir = runner.run()
+    assert runner.workers == 2
+    [failure] = runner.failures
+    assert failure["defense"] == "breaks-in-worker" and failure["stage"] == "cell"
+    assert failure["reason"].startswith("FloatingPointError: outer loss is nan at step 1")
+    assert f"(pid {os.getpid()})" not in failure["reason"]  # it failed in a worker, not here
+    assert runner.stats["computed"] == {}  # the none cell came from the store; nothing recomputed here
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["host"]["workers"] == 2 and set(manifest["timings"]["phases"]) == {"plan", "workers", "walk"}
