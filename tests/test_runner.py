@@ -186,7 +186,7 @@ def test_a_cell_failing_in_a_worker_process_is_recorded_once(finished, small_car
         "        raise FloatingPointError(f'outer loss is nan at step 1 (pid {os.getpid()})')\n")
     load_plugin_file(plugin)
     tmp, _, _ = finished
-    runner = Runner(replace(_config(small_card, tmp, defenses=("breaks-in-worker",), name="r5"), workers=2),
+    runner = Runner(replace(_config(small_card, tmp, defenses=("breaks-in-worker", "mima"), name="r5"), workers=2),
                     Progress(False), log=lambda _: None)
     run_dir = runner.run()
     assert runner.workers == 2
@@ -194,6 +194,6 @@ def test_a_cell_failing_in_a_worker_process_is_recorded_once(finished, small_car
     assert failure["defense"] == "breaks-in-worker" and failure["stage"] == "cell"
     assert failure["reason"].startswith("FloatingPointError: outer loss is nan at step 1")
     assert f"(pid {os.getpid()})" not in failure["reason"]  # it failed in a worker, not here
-    assert runner.stats["computed"] == {}  # the none cell came from the store; nothing recomputed here
+    assert runner.stats["computed"] == {}  # the none and mima cells came from the store; nothing recomputed
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["host"]["workers"] == 2 and set(manifest["timings"]["phases"]) == {"plan", "workers", "walk"}
