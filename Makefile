@@ -19,7 +19,7 @@ test: $(INSTALLED)
 demo: $(INSTALLED)
 	$(VENV)/bin/immunobench run --defense mima --task relearn-style
 
-# Speed and memory of the cell's stages; figures in benchmarks/results/bench_*.json (about 12 min).
+# Speed and memory of the cell's stages; figures in benchmarks/results/bench_*.json (about 10 min).
 bench: $(INSTALLED)
 	$(VENV)/bin/python benchmarks/bench_cell.py
 	$(VENV)/bin/python benchmarks/bench_attack_step.py

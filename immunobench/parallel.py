@@ -19,7 +19,6 @@ import ctypes
 import os
 import threading
 import time
-import traceback
 from typing import Any
 
 def usable_cores() -> int:
@@ -92,18 +91,17 @@ def _init(cfg, plugin_files: list[str], plugin_modules: list[str], parent: int) 
 
 def _job(job: tuple) -> dict[str, Any]:
     """Runs one job; returns what it computed (stats, keys) or the failure, never raises."""
+    from .runner import describe_failure
+
     runner = _RUNNER
     runner.stats = {"computed": {}, "cached": {}}
     runner.computed_keys = []
-    started = time.time()
     failure = None
     try:
         runner.run_job(job)
     except Exception as exc:  # noqa: BLE001 — reported to the parent, which records it
-        failure = {"type": type(exc).__name__, "reason": f"{type(exc).__name__}: {exc}".splitlines()[0],
-                   "traceback": traceback.format_exc(limit=5)}
-    return {"job": job, "computed": runner.stats["computed"], "keys": runner.computed_keys,
-            "seconds": time.time() - started, "failure": failure}
+        failure = describe_failure(exc)
+    return {"job": job, "computed": runner.stats["computed"], "keys": runner.computed_keys, "failure": failure}
 
 
 def run_jobs(cfg, phases: list[tuple[str, list[tuple], list[int]]], workers: int, plugin_files: list[str],

@@ -212,12 +212,16 @@ class Runner:
             torch.manual_seed(int(key[:12], 16))
             meta, tensors = compute()
         meta = {"stage": stage, "cost": usage.cost, **meta}
-        done = self.stats["computed"].setdefault(stage, {"count": 0, "seconds": 0.0, "peak_rss_mb": 0.0})
-        done["count"] += 1
-        done["seconds"] = round(done["seconds"] + usage.cost["seconds"], 2)
-        done["peak_rss_mb"] = max(done["peak_rss_mb"], usage.cost["peak_rss_mb"])
+        self._count_computed(stage, {"count": 1, **usage.cost})
         self.computed_keys.append(key)
         return self.store.put(key, meta, tensors)
+
+    def _count_computed(self, stage: str, cost: dict) -> None:
+        """Adds computed stages (count, seconds, peak RSS) to the run's statistics."""
+        done = self.stats["computed"].setdefault(stage, {"count": 0, "seconds": 0.0, "peak_rss_mb": 0.0})
+        done["count"] += cost["count"]
+        done["seconds"] = round(done["seconds"] + cost["seconds"], 2)
+        done["peak_rss_mb"] = max(done["peak_rss_mb"], cost["peak_rss_mb"])
 
     # --- stages ----------------------------------------------------------------------------
     def images(self, prompt: str, role: str, count: int, seed: int):
@@ -437,9 +441,7 @@ class Runner:
                     for defense in self.defenses:
                         failed = self._failed.get((group_name, defense, attack, seed))
                         if failed is not None:  # a worker's failure, recorded as it happened
-                            self.failures.append(failed)
-                            self.log(f"cell {group_name}/{defense}/{attack}/seed {seed} failed (cell): "
-                                     f"{failed['reason']}; the grid goes on")
+                            self._record_failure(failed)
                             continue
                         try:
                             mkey, akey, images, cell_rows = self.cell(group, seed, attack, defense, start_key, start,
@@ -533,19 +535,12 @@ class Runner:
         def collect(result: dict) -> None:
             self._by_workers.update(result["keys"])
             for stage, done in result["computed"].items():
-                mine = self.stats["computed"].setdefault(stage, {"count": 0, "seconds": 0.0, "peak_rss_mb": 0.0})
-                mine["count"] += done["count"]
-                mine["seconds"] = round(mine["seconds"] + done["seconds"], 2)
-                mine["peak_rss_mb"] = max(mine["peak_rss_mb"], done["peak_rss_mb"])
+                self._count_computed(stage, done)
             failure, job = result["failure"], result["job"]
-            if failure and job[0] == "cell":
+            if failure and job[0] == "cell":  # a failed image set or start model is retried by the walk
                 group_name, seed, attack, defense = job[1:]
-                reason = failure["reason"]
-                if "out of memory" in reason.lower():
-                    reason = f"out of memory: {reason}"
                 self._failed[(group_name, defense, attack, seed)] = {
-                    "group": group_name, "defense": defense, "attack": attack, "seed": seed, "stage": "cell",
-                    "reason": reason, "traceback": failure["traceback"]}
+                    "group": group_name, "defense": defense, "attack": attack, "seed": seed, "stage": "cell", **failure}
 
         try:
             parallel.run_jobs(self.cfg, phases, workers, list(loaded_plugin_files().values()),
@@ -583,12 +578,13 @@ class Runner:
     def _fail(self, group, defense, attack, seed, stage, exc: BaseException) -> None:
         if self._plan is not None:  # planning: the final walk meets it again and records it
             return
-        reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
-            reason = f"out of memory: {reason}"
-        self.failures.append({"group": group, "defense": defense, "attack": attack, "seed": seed, "stage": stage,
-                              "reason": reason, "traceback": traceback.format_exc(limit=5)})
-        self.log(f"cell {group}/{defense}/{attack}/seed {seed} failed ({stage}): {reason}; the grid goes on")
+        self._record_failure({"group": group, "defense": defense, "attack": attack, "seed": seed, "stage": stage,
+                              **describe_failure(exc)})
+
+    def _record_failure(self, failure: dict) -> None:
+        self.failures.append(failure)
+        self.log(f"cell {failure['group']}/{failure['defense']}/{failure['attack']}/seed {failure['seed']} failed "
+                 f"({failure['stage']}): {failure['reason']}; the grid goes on")
 
     def _write(self, run_dir: Path, results, seconds: float) -> None:
         from .leaderboard.report import render_report
@@ -627,6 +623,14 @@ class Runner:
         }
         (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
         render_report(run_dir, store=self.store)
+
+
+def describe_failure(exc: BaseException) -> dict:
+    """A failed stage's reason (one line; out-of-memory named as such) and traceback, while handling ``exc``."""
+    reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
+        reason = f"out of memory: {reason}"
+    return {"reason": reason, "traceback": traceback.format_exc(limit=5)}
 
 
 class _cpu_threads:
