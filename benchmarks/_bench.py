@@ -97,3 +97,12 @@ class StepClock:
     def step_seconds(self) -> list[float]:
         """Seconds of each step but the first (warm-up)."""
         return [b - a for a, b in zip(self.marks, self.marks[1:])][1:]
+
+
+def defense_view_of(group, data):
+    """The ``DefenseData`` the runner would give a defense on tiny-sd (generic captions included)."""
+    from immunobench.captions import all_card_names, generic_captions, scored_names
+    from immunobench.data import defense_view
+
+    captions, source = generic_captions("world", all_card_names() | scored_names([group.card]))
+    return defense_view(group, data.defense, data.regularization, tuple(captions), source)

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import RESULTS, StepClock, host, matmul_peak, stage_flops  # noqa: E402
+from _bench import RESULTS, StepClock, defense_view_of, host, matmul_peak, stage_flops  # noqa: E402
 
 STAGES = ("sampling", "lora_step", "mima_step")
 GROUP = "2c-1"
@@ -92,10 +92,12 @@ def _measure(stage: str) -> dict:
     if stage == "mima_step":
         from immunobench.defenses.mima import MIMA
 
+        view = defense_view_of(group, data)
+
         def immunize(steps: int, progress=None):
             plugin = MIMA()
             plugin.progress = progress
-            plugin.immunize(model, group, data, configure(MIMA, "tiny-sd", "relearn", {"steps": steps}))
+            plugin.immunize(model, view, configure(MIMA, "tiny-sd", "relearn", {"steps": steps}))
 
         clock = StepClock()
         immunize(8, clock)

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import RESULTS, StepClock, host, matmul_peak, stage_flops  # noqa: E402
+from _bench import RESULTS, StepClock, defense_view_of, host, matmul_peak, stage_flops  # noqa: E402
 
 TASK = "relearn-object"
 
@@ -75,16 +75,17 @@ def _child(data_path: str, targets: list[str], steps: int, flops: bool) -> dict:
     data.regularization = ConceptImages(x, [prompt] * len(x))
     group = _group(targets)
     cfg = configure(MIMA, "tiny-sd", "relearn", {"steps": steps})
+    view = defense_view_of(group, data)
     plugin, clock = MIMA(), StepClock()
     plugin.progress = clock
     with _PeakMemory("cpu") as usage:
         before = usage.peak
-        plugin.immunize(model, group, data, cfg)
+        plugin.immunize(model, view, cfg)
     result = {"targets": targets, "step_seconds": statistics.median(clock.step_seconds()),
               "peak_rss_increase_mb": round((usage.peak - before) / 2**20, 1)}
     if flops:
-        one = stage_flops(lambda: MIMA().immunize(model, group, data, configure(MIMA, "tiny-sd", "relearn", {"steps": 1})))
-        two = stage_flops(lambda: MIMA().immunize(model, group, data, configure(MIMA, "tiny-sd", "relearn", {"steps": 2})))
+        one = stage_flops(lambda: MIMA().immunize(model, view, configure(MIMA, "tiny-sd", "relearn", {"steps": 1})))
+        two = stage_flops(lambda: MIMA().immunize(model, view, configure(MIMA, "tiny-sd", "relearn", {"steps": 2})))
         result["flops_per_step"] = two - one
     return result
 

@@ -1,8 +1,10 @@
-"""Sweep MIMA's tiny-sd preset: outer/inner learning rate and steps on relearn-style (one group).
+"""Choose MIMA's tiny-sd preset: a sweep of the outer learning rate on one group, selection seeds only.
 
-Each setting runs the real grid (UCE start model → MIMA → LoRA → judges) through the runner and
-its store, so the no-defense cells are computed once. Writes benchmarks/results/mima_tiny_sd.json
-with MSGR (C, D, L), target/other accuracy at the reporting step and MIMA's wall time per setting.
+Each setting runs the real grid (UCE start model → MIMA → LoRA → judges) through the runner on
+relearn-style 2c-1 with seeds 7 and 8, which the reported three-seed tables (seeds 0, 1, 2) never
+use. The rule, fixed before looking: among the settings whose immunized model keeps the other
+concepts' accuracy within 0.10 of the start model's (the model stays useful), take the highest
+MSGR (mean of C, D, L) at the reporting step. Writes benchmarks/results/mima_tiny_sd.json.
 
     .venv/bin/python benchmarks/mima_tiny_sd.py [--group 2c-1] [--store DIR]
 """
@@ -10,50 +12,36 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
+import sys
 from pathlib import Path
 
-import pandas as pd
+sys.path.insert(0, str(Path(__file__).parent))
+from _sweep import summary, sweep, write  # noqa: E402
 
-from immunobench.plugins import discover
-from immunobench.progress import Progress
-from immunobench.runner import RunConfig, Runner
+OUTER_LRS = (1e-4, 2e-4, 3e-4, 5e-4)
+INNER_LR, STEPS = 1e-2, 60  # the former sweep: the inner lr barely matters (1e-2 vs 1e-1); 60 steps keep the demo short
+UTILITY_TOLERANCE = 0.10  # others' accuracy, immunized vs start model
 
-SETTINGS = [  # (outer_lr, inner_lr, steps)
-    (3e-5, 1e-2, 60),
-    (1e-4, 1e-2, 60),
-    (2e-4, 1e-2, 60),
-    (3e-4, 1e-2, 60),
-    (1e-4, 1e-1, 60),
-    (2e-4, 1e-1, 60),
-]
+
+def choose(rows: dict[str, dict]) -> str | None:
+    useful = {k: r for k, r in rows.items() if r["others_immunized"] >= r["start_others"] - UTILITY_TOLERANCE}
+    return max(useful, key=lambda k: useful[k]["MSGR"]) if useful else None
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", default="relearn-style")
     ap.add_argument("--group", default="2c-1")
     ap.add_argument("--store", default=str(Path.home() / ".cache" / "immunobench" / "store"))
     ap.add_argument("--out", default="benchmarks/results/mima_tiny_sd.json")
     args = ap.parse_args()
-    discover()
-    rows = []
-    for outer_lr, inner_lr, steps in SETTINGS:
-        cfg = RunConfig(task="relearn-style", defenses=("mima",), groups=(args.group,), out="/tmp/immunobench-bench",
-                        store=args.store, name=f"mima-{outer_lr}-{inner_lr}-{steps}",
-                        overrides={"mima": {"outer_lr": outer_lr, "inner_lr": inner_lr, "steps": steps}})
-        runner = Runner(cfg, Progress(False), log=lambda _: None)
-        started = time.time()
-        run_dir = runner.run()
-        df = pd.read_parquet(run_dir / "results.parquet")
-        at = df[(df.step == runner.report_step) & (df.concept == "*")]
-        value = {f"{d}:{m}": round(v, 3) for d, m, v in zip(at.defense, at.metric, at.value)}
-        rows.append({"outer_lr": outer_lr, "inner_lr": inner_lr, "steps": steps, "scores": value,
-                     "mima_seconds": runner.stats["computed"].get("immunize", {}).get("seconds"),
-                     "run_seconds": round(time.time() - started, 1)})
-        print(json.dumps(rows[-1]))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "group": args.group, "settings": rows},
-                                         indent=2))
+    settings = {f"outer_lr={lr:g}": {"outer_lr": lr, "inner_lr": INNER_LR, "steps": STEPS} for lr in OUTER_LRS}
+    result = sweep(args.task, args.group, args.store, "mima", settings)
+    rows = summary(result, "mima", 400)
+    result.update(rule=f"others_immunized >= start_others - {UTILITY_TOLERANCE}, then max MSGR (mean C, D, L)",
+                  summary=rows, chosen=choose(rows))
+    write(args.out, result)
+    print(json.dumps({"summary": rows, "chosen": result["chosen"]}, indent=1))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """MIMA — Multi-concept Model Immunization through a differentiable merge (Zheng & Yeh, AAAI 2025).
 
-Algorithm 1 as the paper means it. Per outer step, for every target concept n:
+Algorithm 1 as the paper means it, plus the released script's prior-preservation term (Algorithm 1
+has none; ``prior_weight=0`` is the paper-literal variant). Per outer step, for every target n:
 
     θ'_n = θ − α_in ∇_{S^l} [L(x^l_n, c_n; θ) + λ_prior L(x^prior, c_prior; θ)]     (one unrolled step)
     φ    = Merge({θ'_n})          closed form on attn2.to_k/to_v (Eq. 8, corrected: (C Q⁻¹ Cᵀ)⁻¹),
@@ -18,20 +19,30 @@ Where this differs from the public code (``reference/methods.md`` §2), on purpo
   de-duplicated and averaged (see ``immunobench.merge``);
 - the merged weights are the inner simulation of an attacker, not the release: the released code
   overwrites the live K/V with them, the paper's Algorithm 1 returns θ, which we follow;
-- the regularization rows C_reg come from the card's non-target prompts and its regularization
-  prompt, plus any ``regularization_captions`` (the released code samples 200 LAION captions
-  from the hub on every inner step, which is not reproducible offline).
+- the rows of C: each target's **own** token rows (EOS kept) in its defense prompt, plus the rows
+  of its bare name — for styles and objects alike. The released code keeps every row of
+  "painting in the style of <cat>" (it drops only a leading "photo of a"), so the template rows
+  ("painting", "in", ...) of every target are pinned to adapted outputs, and every other prompt
+  that shares the template passes through them. ``merge_rows="prompt"`` keeps all rows
+  (this project's former choice; docs/immunization_data.md measures both);
+- C_reg: the card's regularization prompt ("artwork", "object") and the first
+  ``regularization_captions`` (200, as the released code) of the generic caption set that the
+  defense view carries (``immunobench.captions``: disjoint from every card's concepts). The
+  released code samples 200 LAION captions from the hub afresh on every inner step, which is not
+  reproducible offline; we never use the card's scored "others" (a defense may not see them).
 """
 from __future__ import annotations
 
 import copy
 import math
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 import torch
 
 from immunobench.diffusion import (
-    diffusion_loss, encode_images, encode_prompts, second_order_attention, select_parameters, token_embeddings,
+    concept_rows, diffusion_loss, encode_images, encode_prompts, second_order_attention, select_parameters,
+    token_embeddings,
 )
 from immunobench.merge import MergePlan
 from immunobench.plugins import Defense, Immunized, register_defense
@@ -44,18 +55,25 @@ class MIMAConfig:
     steps: int = field(default=300, metadata={"help": "outer steps"})
     # relearn_train.sh: learning_rate_inner 5e-6, doubled by --scale_lr with prior preservation.
     inner_lr: float = field(default=1e-5, metadata={"help": "SGD lr of the unrolled inner step"})
-    prior_weight: float = field(default=1.0, metadata={"help": "λ_prior (released scripts: 1)"})
+    prior_weight: float = field(default=1.0, metadata={
+        "help": "λ_prior of the inner and outer losses (released scripts: 1; Algorithm 1: 0)"})
     lower_params: str = field(default="xattn", metadata={"help": "S^l, a named parameter set"})
     upper_params: str = field(default="xattn", metadata={"help": "S^u: all attn2 tensors (released code)"})
     ridge_rel: float = field(default=1e-4, metadata={"help": "merge ridge, relative to trace(Q)/c"})
     max_grad_norm: float = 1.0
     weight_decay: float = 1e-2
-    regularization_captions: tuple[str, ...] = ()
+    merge_rows: Literal["concept", "prompt"] = field(default="concept", metadata={
+        "help": "rows of C per target: concept = its own tokens and EOS; prompt = every row of its prompt"})
+    # reference/methods.md §2: the released train.py draws 200 captions for C_reg on every inner step
+    regularization_captions: int = field(default=200, metadata={
+        "help": "|C_reg| generic captions taken from the defense view (plus the card's regularization prompt)"})
     seed: int = 0
 
     def __post_init__(self):
-        if self.steps < 0 or self.outer_lr <= 0 or self.inner_lr < 0:
-            raise ValueError("steps must be >= 0, outer_lr > 0 and inner_lr >= 0")
+        if self.steps < 0 or self.outer_lr <= 0 or self.inner_lr < 0 or self.regularization_captions < 0:
+            raise ValueError("steps and regularization_captions must be >= 0, outer_lr > 0 and inner_lr >= 0")
+        if self.merge_rows not in ("concept", "prompt"):
+            raise ValueError(f"merge_rows must be 'concept' or 'prompt', not {self.merge_rows!r}")
 
 
 # Per (backbone, task kind) adjustments of the paper's SD defaults; later keys override earlier ones.
@@ -80,17 +98,18 @@ PRESETS: dict[str, dict] = {
 class MIMA(Defense):
     """Bi-level immunization of attn2 against every concept of a group, through the merge layer."""
 
-    version = "1"
+    version = "2"  # 2: sees only DefenseData; C holds the concepts' own rows; C_reg from generic captions
     Config = MIMAConfig
     presets = PRESETS
     needs_regularization = True
 
-    def immunize(self, model, group, data, cfg: MIMAConfig = MIMAConfig()) -> Immunized:
-        concepts = [c for c in group.targets if c in data.defense]
+    def immunize(self, model, data, cfg: MIMAConfig = MIMAConfig()) -> Immunized:
+        concepts = [c for c in data.targets if c in data.images]
         if not concepts:
-            raise ValueError(f"mima: no defense images for any target of group {group.name}")
+            raise ValueError(f"mima: no defense images for any target of group {data.group}")
         if data.regularization is None and cfg.prior_weight:
-            raise ValueError("mima: prior preservation needs regularization images (TaskData.regularization)")
+            raise ValueError("mima: prior preservation needs regularization images (DefenseData.regularization); "
+                             "set mima.prior_weight=0 for Algorithm 1 without them")
         g = torch.Generator().manual_seed(cfg.seed)
         unet = copy.deepcopy(model.unet).requires_grad_(False)
         theta = {k: p.requires_grad_(True) for k, p in select_parameters(unet, cfg.upper_params).items()}
@@ -101,14 +120,14 @@ class MIMA(Defense):
         kv = [k for k in lower if ".attn2.to_k." in k or ".attn2.to_v." in k]
 
         with torch.no_grad():
-            inst = {c: (encode_images(model, data.defense[c].images), encode_prompts(model, data.defense[c].prompts))
+            inst = {c: (encode_images(model, data.images[c].images), encode_prompts(model, data.images[c].prompts))
                     for c in concepts}
             if data.regularization is not None:
                 prior = (encode_images(model, data.regularization.images), encode_prompts(model, data.regularization.prompts))
-            plan = _merge_plan(model, group, concepts, data, cfg)
+            plan, rows = _merge_plan(model, concepts, data, cfg)
 
         opt = torch.optim.AdamW(theta.values(), lr=cfg.outer_lr, weight_decay=cfg.weight_decay)
-        task = self.progress.task(f"mima {group.name}", total=cfg.steps) if self.progress else None
+        task = self.progress.task(f"mima {data.group}", total=cfg.steps) if self.progress else None
         unet.train()
         history = []
 
@@ -137,7 +156,7 @@ class MIMA(Defense):
         edited = {k: p.detach().clone() for k, p in theta.items()}
         return Immunized(unet=edited, info={"outer_loss_first_last": [_mean(history[:10]), _mean(history[-10:])],
                                             "merge": {"ridge": plan.ridge, "cond_q": plan.cond_q, "cond_s": plan.cond_s,
-                                                      "duplicate_rows_merged": plan.n_merged}})
+                                                      "duplicate_rows_merged": plan.n_merged, **rows}})
 
 
 @dataclass
@@ -190,25 +209,28 @@ def outer_objective(unet, scheduler, theta: dict, lower: list[str], kv: list[str
     return total / len(batches)
 
 
-def _merge_plan(model, group, concepts, data, cfg: MIMAConfig) -> MergePlan:
-    """C: each target's rows (its defense prompt and bare name); C_reg: every non-target prompt."""
+def _merge_plan(model, concepts, data, cfg: MIMAConfig) -> tuple[MergePlan, dict]:
+    """C: per target, its own token rows in its defense prompt (or every row, ``merge_rows="prompt"``)
+    and the rows of its bare name; C_reg: the regularization prompt and the first
+    ``cfg.regularization_captions`` generic captions of the view → (plan, row counts for the record)."""
     import warnings
 
     from immunobench.merge import MergeConditioningWarning
 
     C_list = []
     for c in concepts:
-        rows = token_embeddings(model, [data.defense[c].prompts[0], group.concept_name(c)])
-        C_list.append(torch.cat(rows).double())
-    reg_prompts = [group.prompt(o) for o in group.others]
-    if data.regularization is not None:
-        reg_prompts += sorted(set(data.regularization.prompts))
-    reg_prompts += list(cfg.regularization_captions)
-    C_reg = torch.cat(token_embeddings(model, reg_prompts)).double()
+        prompt, name = data.prompts[c], data.names[c]
+        in_prompt = concept_rows(model, prompt, name) if cfg.merge_rows == "concept" else token_embeddings(model, [prompt])[0]
+        C_list.append(torch.cat([in_prompt, token_embeddings(model, [name])[0]]).double())
+    reg_prompts = sorted(set(data.regularization.prompts)) if data.regularization is not None else [data.regularization_prompt]
+    captions = list(data.captions[: cfg.regularization_captions])
+    C_reg = torch.cat(token_embeddings(model, reg_prompts + captions)).double()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MergeConditioningWarning)  # its numbers land in the report instead
         plan = MergePlan.build(C_list, C_reg, ridge_rel=cfg.ridge_rel)
-    return _as_dtype(plan, model.unet.dtype)
+    rows = {"c_rows": sum(len(C) for C in C_list), "c_reg_rows": len(C_reg), "c_reg_captions": len(captions),
+            "c_reg_prompts": reg_prompts}
+    return _as_dtype(plan, model.unet.dtype), rows
 
 
 def _as_dtype(plan: MergePlan, dtype: torch.dtype) -> MergePlan:

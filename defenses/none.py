@@ -16,5 +16,5 @@ class NoDefense(Defense):
     class Config:
         pass
 
-    def immunize(self, model, group, data, cfg) -> Immunized:
+    def immunize(self, model, data, cfg) -> Immunized:
         return Immunized(info={"defense": "none"})

@@ -8,6 +8,10 @@ For every cross-attention projection W (``attn2.to_k``, ``attn2.to_v``; nn.Linea
 c_i: token embeddings of the erased concept's prompts, v*_i = W c*_i the *original* projection of
 the guide prompt's aligned tokens ("replace" technique), c_j: embeddings of preserved prompts.
 
+As the card's start model it preserves the card's declared ``start_model.preserve`` prompts (the
+relearn cards: the other concepts — setup shared by every defense); as a grid defense it sees only
+its ``DefenseData`` and preserves the generic captions it carries.
+
 Follows the paper-era script (``train-scripts/train_erase.py``, which MIMA and FreezeAsGuard copy):
 rows from the last subject token through EOS and padding, aligned with the guide prompt's rows;
 λ = 0.5, erase scale 1, preserve scale max(0.1, 1/|preserve|); the empty prompt (all 77 rows) is
@@ -54,8 +58,9 @@ class UCEConfig:
     guide: str | None = field(
         default=None, metadata={"help": "guide concept; None = style_guide for styles, '' (unconditional) otherwise"})
     style_guide: str = field(default="art", metadata={"help": "guide for styles (train_erase.py: 'art')"})
-    preserve: Literal["others", "none"] = field(
-        default="others", metadata={"help": "others = the card's other concepts; none = the script's objects"})
+    preserve: Literal["captions", "none"] = field(
+        default="captions", metadata={"help": "captions = the prompts the runner gives (start model: the card's "
+                                              "start_model.preserve); none = the script's objects"})
     rows: Literal["concept", "script"] = field(
         default="concept", metadata={"help": "concept = every row of the erased name, whole preserved prompts; "
                                              "script = rows from the last name token only, as train_erase.py"})
@@ -65,21 +70,22 @@ class UCEConfig:
 class UCE(Defense):
     """Closed-form erasure of the group's concepts in cross-attention K/V (UCE, paper-era script)."""
 
-    version = "4"  # 2: preserve the other concepts for objects too; 3: rows="concept"; 4: no tiny-sd preset
+    # 2: preserve the other concepts for objects too; 3: rows="concept"; 4: no tiny-sd preset;
+    # 5: preserves the prompts of its DefenseData (the card's start_model.preserve as a start model)
+    version = "5"
     Config = UCEConfig
 
-    def immunize(self, model, group, data, cfg: UCEConfig = UCEConfig()) -> Immunized:
-        style = group.card.concept_type == "style"
+    def immunize(self, model, data, cfg: UCEConfig = UCEConfig()) -> Immunized:
+        style = data.concept_type == "style"
         guide = cfg.guide if cfg.guide is not None else (cfg.style_guide if style else "")
-        preserve = cfg.preserve
         erase_pairs = []  # (concept text, guide text) sharing one sentence
-        for concept in group.targets:
-            name = group.concept_name(concept)
-            for text in (name, group.prompt(concept)):
+        for concept in data.targets:
+            name = data.names[concept]
+            for text in (name, data.prompts[concept]):
                 erase_pairs.append((text, text.replace(name, guide).strip()))
-        keep = [group.prompt(c) for c in group.others] if preserve == "others" else []
+        keep = list(data.captions) if cfg.preserve == "captions" else []
         edited = erase(model, erase_pairs, keep, cfg)
-        return Immunized(unet=edited, info={"erased": list(group.targets), "guide": guide, "preserved": len(keep)})
+        return Immunized(unet=edited, info={"erased": list(data.targets), "guide": guide, "preserved": len(keep)})
 
 
 @torch.no_grad()

@@ -43,6 +43,9 @@ class Concept(_Strict):
 class StartModel(_Strict):
     defense: Optional[str] = Field(None, description="defense applied before immunization (e.g. uce); none = base")
     erase: Literal["group", "all"] = Field("group", description="which concepts the start defense removes")
+    preserve: Literal["others", "none"] = Field(
+        "none", description="prompts the start defense preserves: others = the card's concepts it does not erase. "
+        "The start model is the card's setup, the same for every defense, so it may use them; a defense may not")
 
 
 class DataSpec(_Strict):
@@ -154,6 +157,20 @@ class ConceptGroup:
 
     def concept_name(self, concept: str) -> str:
         return self.card.concepts[concept].name
+
+    def concept_text(self, concept: str, phase: str = "attack") -> str:
+        """The words of ``prompt(concept, phase)`` that name the concept: "Claude Monet", "chain saw",
+        "sks purse" (the template's words around them are not the concept's)."""
+        if self.card.concept_type != "instance":
+            return self.concept_name(concept)
+        identifier = getattr(self.card.identifiers, phase)[self.targets.index(concept) if concept in self.targets else 0]
+        return f"{identifier} {self.card.concepts[concept].category}"
+
+    def start_preserve_prompts(self, erased: tuple[str, ...]) -> list[str]:
+        """The prompts the card's start model preserves while erasing ``erased`` (``start_model.preserve``)."""
+        if self.card.start_model.preserve == "none":
+            return []
+        return [self.prompt(c) for c in self.card.concepts if c not in erased]
 
 
 def _read_yaml(path: Path) -> dict:

@@ -94,6 +94,22 @@ def token_embeddings(backbone: "Backbone", prompts: Sequence[str]) -> list[torch
     return rows
 
 
+def concept_rows(backbone: "Backbone", prompt: str, words: str) -> torch.Tensor:
+    """Hidden states of the tokens of ``words`` inside ``prompt`` (their last occurrence) and of its EOS.
+
+    The rows of a merge constraint that belong to the concept: the template's own tokens ("an
+    artwork of") are left out, so every other prompt that shares them keeps its base projection.
+    """
+    ids = tokenize(backbone, [prompt])[0]
+    word_ids = backbone.tokenizer(words, add_special_tokens=False).input_ids
+    eos = int((ids == backbone.tokenizer.eos_token_id).nonzero()[0])
+    for start in range(eos - len(word_ids), 0, -1):
+        if ids[start : start + len(word_ids)].tolist() == word_ids:
+            hidden = backbone.text_encoder(ids[None])[0][0]
+            return torch.cat([hidden[start : start + len(word_ids)], hidden[eos : eos + 1]])
+    raise ValueError(f"{words!r} does not occur in the prompt {prompt!r}")
+
+
 def encode_images(backbone: "Backbone", images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Images in [-1, 1] → scaled VAE latents; the posterior mean unless a generator asks for a sample."""
     dist = backbone.vae.encode(images.to(backbone.device, backbone.vae.dtype)).latent_dist

@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .backbones import Backbone
     from .cards import ConceptGroup
+    from .data import DefenseData
 
 ENTRY_POINT_GROUP = "immunobench.plugins"
 BUILTIN_PACKAGES = ("immunobench.defenses", "immunobench.attacks", "immunobench.metrics")
@@ -57,7 +58,8 @@ class Defense:
     needs_regularization: ClassVar[bool] = False  # the runner then generates the card's regularization set
     progress: Any = None  # the runner sets a Progress here; None = quiet
 
-    def immunize(self, model: "Backbone", group: "ConceptGroup", data: Any, cfg: Any) -> Immunized:
+    def immunize(self, model: "Backbone", data: "DefenseData", cfg: Any) -> Immunized:
+        """``data`` is all a defense may see: its targets' defense split and the regularization data."""
         raise NotImplementedError
 
 

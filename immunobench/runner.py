@@ -43,7 +43,7 @@ import torch
 
 from .backbones import Backbone, load_backbone
 from .cards import ConceptGroup, TaskCard, get_card
-from .data import ConceptImages, TaskData
+from .data import ConceptImages, TaskData, defense_view, start_model_view
 from .diffusion import sample
 from .errors import UserError
 from .plugins import SIMILARITY_ROLES, configure, get_attack, get_defense, get_metric, judges_for
@@ -247,19 +247,27 @@ class Runner:
             return self.model.fingerprint, self.model
         cls = get_defense(spec.defense)
         cfg = self.plugin_config(cls, spec.defense)
-        erased = group if spec.erase == "group" else ConceptGroup(group.task, "all", tuple(self.card.concepts), (), self.card)
+        erased = self._erased(group)
+        preserve = group.start_preserve_prompts(erased.targets)
         key = artifact_key("start", model=self.model.fingerprint, card=self.card_hash, targets=erased.targets,
-                           defense=spec.defense, version=cls.version, config=_config_dict(cfg))
+                           defense=spec.defense, version=cls.version, config=_config_dict(cfg), preserve=preserve)
         if self._plan is not None and not self.store.has(key):
             self._plan.starts[key] = group.name
             return key, None
 
         def compute():
-            immunized = cls().immunize(self.model, erased, TaskData(), cfg)
-            return {"defense": spec.defense, "info": immunized.info}, {"unet": immunized.unet, "text_encoder": immunized.text_encoder}
+            immunized = cls().immunize(self.model, start_model_view(erased), cfg)
+            return ({"defense": spec.defense, "info": immunized.info, "preserve": preserve},
+                    {"unet": immunized.unet, "text_encoder": immunized.text_encoder})
 
         art = self._ensure("start", key, compute)
         return key, self.model.with_weights(unet=art.tensors("unet"), text_encoder=art.tensors("text_encoder"))
+
+    def _erased(self, group: ConceptGroup) -> ConceptGroup:
+        """The concepts the card's start model erases for ``group``."""
+        if self.card.start_model.erase == "group":
+            return group
+        return ConceptGroup(group.task, "all", tuple(self.card.concepts), (), self.card)
 
     def task_data(self, group: ConceptGroup, seed: int) -> tuple[TaskData, dict[str, list[str]]]:
         data, keys = TaskData(), {"defense": [], "attack": [], "references": [], "regularization": []}
@@ -294,18 +302,22 @@ class Runner:
             cfg = replace(cfg, seed=seed)
         key = artifact_key("immunize", start=start_key, defense=defense, version=cls.version, config=_config_dict(cfg),
                            data=[data_keys["defense"], data_keys["regularization"] if cls.needs_regularization else []],
-                           seed=seed)
+                           captions=self.captions_source, seed=seed)
 
         def compute():
             plugin = cls()
             plugin.progress = self.progress
-            result = plugin.immunize(start, group, data, cfg)
+            result = plugin.immunize(start, self.defense_view(group, data), cfg)
             return ({"defense": defense, "info": result.info, "frozen": sorted(result.constraints.frozen)},
                     {"unet": result.unet, "text_encoder": result.text_encoder})
 
         art = self._ensure("immunize", key, compute)
         immunized = start.with_weights(unet=art.tensors("unet"), text_encoder=art.tensors("text_encoder"))
         return key, immunized, Constraints(frozenset(art.meta.get("frozen", [])))
+
+    def defense_view(self, group: ConceptGroup, data: TaskData):
+        """What a defense gets (``data.DefenseData``): its targets' defense split and the regularization data."""
+        return defense_view(group, data.defense, data.regularization, tuple(self.captions), self.captions_source)
 
     def attack(self, attack: str, group: ConceptGroup, seed: int, model_key: str, model: Backbone, constraints,
                data: TaskData, data_keys: dict):
@@ -314,10 +326,11 @@ class Runner:
         if "seed" in _config_dict(cfg):
             cfg = replace(cfg, seed=seed)
         eval_seeds = [seed * SEED_STRIDE + SEED_OFFSETS["eval"] + i for i in range(self.eval_images)]
-        others = [c for c in self.card.concepts if c not in group.targets]
+        others = list(group.others)
+        others_at = {0, self.report_step}
         key = artifact_key("attack", model=model_key, card=self.card_hash, attack=attack, version=cls.version, config=_config_dict(cfg),
                            data=data_keys["attack"], seed=seed, checkpoints=self.checkpoints, targets=group.targets,
-                           others=others, eval_seeds=eval_seeds, sampler=self.sampler,
+                           others=others, others_at=sorted(others_at), eval_seeds=eval_seeds, sampler=self.sampler,
                            frozen=sorted(constraints.frozen))
 
         def compute():
@@ -328,8 +341,9 @@ class Runner:
             for step, adapted in plugin.adapt(model, group, data, cfg, constraints, list(self.checkpoints)):
                 bar.advance(step - last)
                 last = step
-                # targets at every checkpoint (the curves); others at the reporting step (Tab. 5, MRSGR)
-                concepts = list(group.targets) + (others if step == self.report_step else [])
+                # targets at every checkpoint (the curves); others before the attack and at the reporting
+                # step (Tab. 5's before/after; MRSGR)
+                concepts = list(group.targets) + (others if step in others_at else [])
                 prompts = [group.prompt(c) for c in concepts for _ in eval_seeds]
                 x = sample(adapted, prompts, eval_seeds * len(concepts), batch_size=16, **self._sampling)
                 for c, chunk in zip(concepts, x.split(len(eval_seeds))):
@@ -388,6 +402,10 @@ class Runner:
                           "guidance_scale": self.model.spec.guidance_scale}
         self.sampler = {"sampler": "ddim", **self._sampling, "resolution": self.model.resolution}
         self.card_hash = artifact_key("card", card=self.card.model_dump(mode="json"))
+        from .captions import all_card_names, generic_captions, scored_names
+
+        self.captions, self.captions_source = generic_captions(
+            self.model.spec.metric_family, all_card_names() | scored_names([self.card]))
         names = judges_for(self.model.spec.metric_family)
         self.judges = {role: get_metric(names[role])(device=cfg.device) for role in (*SIMILARITY_ROLES, "acc")}
         self.judge_versions = {role: f"{names[role]}@{get_metric(names[role]).version}" for role in self.judges}
@@ -602,6 +620,17 @@ class Runner:
                 "judges": {role: {"judge": self.judge_versions[role], **self.judges[role].describe()}
                            for role in self.judges},
                 "sampler": self.sampler,
+                "others": {g: list(self.card.group(g).others) for g in self.groups},
+                "start_model": {**self.card.start_model.model_dump(),
+                                "preserve_prompts": {g: self.card.group(g).start_preserve_prompts(
+                                    self._erased(self.card.group(g)).targets) for g in self.groups}},
+                # what every defense received (data.DefenseData): never the attack split, references or others
+                "defense_view": {
+                    "defense_images": self.card.data.defense_images,
+                    "regularization": {"prompt": self.card.regularization.prompt, "images": self.card.regularization.images},
+                    "captions": {"source": self.captions_source, "count": len(self.captions),
+                                 "first": self.captions[:5]},
+                },
             },
             "groups": {g: self.card.groups[g] for g in self.groups},
             "cells": self.cells,

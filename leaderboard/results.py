@@ -4,7 +4,8 @@ Every row is (task, group, concept, defense, attack, seed, step, metric, value).
 ``sim/{C,D,L}`` = M(x^r, x) of the generations to the references, ``acc`` = the judge's top-1,
 ``paired/{C,D,L}`` = M(x^T, x^A) at the reporting step. Derived per group (concept ``*``):
 ``MSGR/{C,D,L}`` at every checkpoint, ``MRSGR/{C,D,L}`` at the reporting step, ``acc/targets``
-at every checkpoint and ``acc/others`` at the reporting step — all from ``metrics.scores``.
+at every checkpoint and ``acc/others`` before the attack (step 0: the start model for ``none``, the
+immunized model otherwise) and at the reporting step — all from ``metrics.scores``.
 """
 from __future__ import annotations
 
@@ -22,8 +23,7 @@ def derive_scores(rows: list[dict], card) -> pd.DataFrame:
         return df
     derived = []
     for (task, group, attack, seed), cell in df.groupby(["task", "group", "attack", "seed"]):
-        targets = card.groups[group]
-        others = [c for c in (card.others or card.concepts) if c not in targets]
+        targets, others = card.group(group).targets, card.group(group).others
         base = {"task": task, "group": group, "concept": "*", "attack": attack, "seed": seed}
         for (defense, step), part in cell.groupby(["defense", "step"]):
             acc = dict(zip(part.loc[part.metric == "acc", "concept"], part.loc[part.metric == "acc", "value"]))

@@ -153,7 +153,7 @@ def test_a_failing_cell_is_recorded_and_the_grid_goes_on(finished, small_card):
 
             version = "1"
 
-            def immunize(self, model, group, data, cfg):
+            def immunize(self, model, data, cfg):
                 raise FloatingPointError("outer loss is nan at step 3")
 
     tmp, _, _ = finished
@@ -182,7 +182,7 @@ def test_a_cell_failing_in_a_worker_process_is_recorded_once(finished, small_car
         "@register_defense('breaks-in-worker')\n"
         "class BreaksInWorker(Defense):\n"
         "    version = '1'\n\n"
-        "    def immunize(self, model, group, data, cfg):\n"
+        "    def immunize(self, model, data, cfg):\n"
         "        raise FloatingPointError(f'outer loss is nan at step 1 (pid {os.getpid()})')\n")
     load_plugin_file(plugin)
     tmp, _, _ = finished

@@ -3,7 +3,7 @@ import torch
 
 from immunobench import diffusion
 from immunobench.cards import get_card
-from immunobench.data import ConceptImages, TaskData
+from immunobench.data import ConceptImages, TaskData, start_model_view
 from immunobench.plugins import Constraints, get_attack, get_defense
 
 
@@ -15,14 +15,14 @@ def test_uce_maps_targets_to_guide_and_preserves_others(tiny_sd):
     group = get_card("relearn-style").group("2c-1")
     uce = get_defense("uce")
     before = {n: p.detach().clone() for n, p in tiny_sd.unet.named_parameters()}
-    result = uce().immunize(tiny_sd, group, None, uce.Config())
+    result = uce().immunize(tiny_sd, start_model_view(group), uce.Config())
     assert set(result.unet) == set(diffusion.select_parameters(tiny_sd.unet, "xattn-kv"))
     for n, p in tiny_sd.unet.named_parameters():  # the input model is not modified
         assert torch.equal(p, before[n])
     target, guide = diffusion.token_embeddings(tiny_sd, ["an artwork of Claude Monet", "an artwork of art"])
     keep = diffusion.token_embeddings(tiny_sd, ["an artwork of Van Gogh"])[0]
-    unpreserved = uce().immunize(tiny_sd, group, None, uce.Config(preserve="none")).unet
-    script = uce().immunize(tiny_sd, group, None, uce.Config(rows="script")).unet
+    unpreserved = uce().immunize(tiny_sd, start_model_view(group), uce.Config(preserve="none")).unet
+    script = uce().immunize(tiny_sd, start_model_view(group), uce.Config(rows="script")).unet
     for name, W_new in result.unet.items():
         W = before[name]
         # the concept's last subject token now produces what the guide's did under the original W
@@ -66,8 +66,8 @@ def test_uce_concept_rows_hold_the_template_and_erase_every_name_token(tiny_sd):
     group = get_card("relearn-style").group("3c-4")  # Van Gogh, Claude Monet, Pablo Picasso
     uce = get_defense("uce")
     W0 = {n: p.detach() for n, p in tiny_sd.unet.named_parameters()}
-    concept = uce().immunize(tiny_sd, group, None, uce.Config(rows="concept")).unet
-    script = uce().immunize(tiny_sd, group, None, uce.Config(rows="script")).unet
+    concept = uce().immunize(tiny_sd, start_model_view(group), uce.Config(rows="concept")).unet
+    script = uce().immunize(tiny_sd, start_model_view(group), uce.Config(rows="script")).unet
     n_prefix = len(tiny_sd.tokenizer("an artwork of").input_ids) - 2
     kept, target, guide = diffusion.token_embeddings(
         tiny_sd, ["an artwork of Kirbi Fagan", "an artwork of Van Gogh", "an artwork of art"])

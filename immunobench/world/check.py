@@ -34,7 +34,7 @@ import torch
 
 from ..backbones import Backbone, load_backbone
 from ..cards import ConceptGroup, get_card
-from ..data import ConceptImages, TaskData
+from ..data import ConceptImages, TaskData, start_model_view
 from ..diffusion import decode_latents, encode_images, sample
 from ..plugins import configure, get_attack, get_defense, get_metric, judges_for
 from ..progress import Progress
@@ -121,7 +121,7 @@ def uce_erased(model: Backbone, group: ConceptGroup, overrides: dict | None = No
     """The re-learning cards' start model: UCE (with its backbone preset, then ``overrides``) erasing ``group``."""
     uce = get_defense("uce")
     cfg = configure(uce, model.name, group.card.kind, overrides)
-    return model.with_weights(unet=uce().immunize(model, group, None, cfg).unet)
+    return model.with_weights(unet=uce().immunize(model, start_model_view(group), cfg).unet)
 
 
 def attack_data(model: Backbone, group: ConceptGroup) -> TaskData:
