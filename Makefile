@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 INSTALLED := $(VENV)/.installed
 
-.PHONY: test demo bench clean
+.PHONY: test demo bench tables clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,14 @@ bench: $(INSTALLED)
 	$(VENV)/bin/python benchmarks/bench_cell.py
 	$(VENV)/bin/python benchmarks/bench_attack_step.py
 	$(VENV)/bin/python benchmarks/bench_mima.py
+
+# The science tables: MIMA's tiny-sd preset and merge-data sweeps (selection seeds 7, 8), the
+# evaluation-count spread, then both re-learning cards at seeds 0, 1, 2 (about 2 h on 2 cores).
+tables: $(INSTALLED)
+	$(VENV)/bin/python benchmarks/mima_tiny_sd.py
+	$(VENV)/bin/python benchmarks/mima_regularization.py
+	$(VENV)/bin/python benchmarks/eval_spread.py
+	$(VENV)/bin/python benchmarks/relearn_three_seeds.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

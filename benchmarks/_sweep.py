@@ -8,6 +8,7 @@ computed once, then the settings run two at a time (one single-threaded process 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -47,7 +48,8 @@ def sweep(task: str, group: str, store: str, defense: str, settings: dict[str, d
     _run(task, group, tuple(seeds), store, ("none",), {}, "sweep-none")  # the shared no-defense cells, once
     jobs = {(label, seed): (task, group, seed, store, (defense,), {defense: over}, f"sweep-{defense}-{label}-{seed}")
             for label, over in settings.items() for seed in seeds}
-    with ProcessPoolExecutor(processes) as pool:
+    # spawn, not fork: this process has run torch (OpenMP) already
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {k: pool.submit(_run, *args) for k, args in jobs.items()}
         done = {k: f.result() for k, f in futures.items()}
     out = {}

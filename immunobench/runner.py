@@ -6,10 +6,15 @@ version:
 
     images     base model generations per prompt and seed range (defense, attack, references,
                regularization sets) — shared by every cell that needs the same prompt and seeds
-    start      the card's start model (UCE erasing the group) — shared by every defense and seed
-    immunize   defense(start model) — absent for ``none``, whose attack is therefore shared by
-               every defense of the grid
-    attack     attack(immunized model) with generations at the checkpoints
+    start      the card's start model (UCE erasing the group, preserving the card's declared
+               ``start_model.preserve`` prompts) — setup shared by every defense and seed
+    immunize   defense(start model, view) — absent for ``none``, whose attack is therefore shared
+               by every defense of the grid. The view (``data.DefenseData``) holds the targets'
+               defense-phase prompts and images, the regularization images and a generic caption
+               set (``immunobench.captions``) — never the attack split, the references, the card
+               or the scored "others"
+    attack     attack(immunized model) with generations of the targets at the checkpoints and of
+               the others at step 0 (before the attack) and at the reporting step
     score      judge scores of one attack's generations (references; paired with the no-defense run)
 
 A run killed at any point (SIGKILL included) resumes from the finished artifacts; a cell that

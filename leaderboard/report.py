@@ -1,9 +1,13 @@
 """Leaderboard tables (``leaderboard.md``/``.csv``) from a run's ``results.parquet``.
 
 Table 1/4's shape: rows defense × metric (C, D, L), columns the groups and their mean, best per
-column in bold; MRSGR in the same shape; Table 5's accuracy block (targets ↓, others ↑). With
-two or more seeds a cell reads mean ± std over seeds. ``none`` has MSGR 0 by definition (it is
-its own reference) and appears only in the accuracy block.
+column in bold; MRSGR in the same shape. Table 5's accuracy block (targets ↓, others ↑) reads
+before and after: the start model (``none`` at step 0), each defense's immunized model (step 0),
+then every defense after the attack (the reporting step); only the after-attack rows compete for
+bold. With two or more seeds a cell reads ``mean ± std (n seeds)``; an accuracy cell adds the
+95% Wilson interval over the images judged, pooled over seeds (none when the manifest does not
+say how many). ``none`` has MSGR 0 by definition (it is its own reference) and appears only in
+the accuracy block. Runs without step-0 accuracy rows show only the after-attack rows.
 """
 from __future__ import annotations
 
@@ -12,9 +16,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from immunobench.metrics.scores import wilson_interval
 from immunobench.plugins import SIMILARITY_ROLES
 
 ROLE_NAMES = {"C": "CLIP", "D": "DINO", "L": "LPIPS"}
+TIDY_COLUMNS = ["table", "defense", "attack", "metric", "group", "mean", "std", "n",
+                "ci_low", "ci_high", "images", "phase"]
+PHASES = ("start", "immunized", "after attack")  # the accuracy block's row order
 
 
 def _at_report_step(df: pd.DataFrame, step: int) -> pd.DataFrame:
@@ -39,8 +47,39 @@ def _fmt(mean: float, std: float, n: int, digits: int) -> str:
     if pd.isna(mean):
         return "–"
     if n >= 2 and not pd.isna(std):
-        return f"{mean:.{digits}f} ± {std:.{digits}f}"
+        return f"{mean:.{digits}f} ± {std:.{digits}f} ({n})"
     return f"{mean:.{digits}f}"
+
+
+def accuracy_table(df: pd.DataFrame, metric: str, groups: list[str], concepts: dict[str, list[str]] | None,
+                   eval_images: int | None) -> pd.DataFrame:
+    """``summary_table`` of an accuracy metric plus the images judged and their 95% Wilson interval.
+
+    Per group: images = eval_images × the group's concepts × seeds present; every seed judges the
+    same number, so the pooled accuracy is the mean over seeds. The 'mean' column pools the groups
+    shown (images summed, accuracy weighted by images), so its interval is around that pooled
+    accuracy, which equals the unweighted mean only when the groups have equally many concepts.
+    Without ``concepts`` for a group or without ``eval_images`` the interval is NaN.
+    """
+    table = summary_table(df, metric, groups)
+    table = table.assign(images=float("nan"), ci_low=float("nan"), ci_high=float("nan"))
+    if table.empty or not eval_images:
+        return table
+    per_group = table.group != "mean"
+    for i in table.index[per_group]:
+        names = (concepts or {}).get(table.at[i, "group"])
+        if names:
+            table.at[i, "images"] = eval_images * len(names) * int(table.at[i, "n"])
+    for i in table.index[~per_group]:
+        parts = table[per_group & (table.defense == table.at[i, "defense"]) & (table.attack == table.at[i, "attack"])
+                      & table.group.isin(groups)]
+        if not parts.empty and parts.images.notna().all():
+            table.at[i, "images"] = parts.images.sum()
+            pooled = (parts["mean"] * parts.images).sum() / parts.images.sum()
+            table.at[i, "ci_low"], table.at[i, "ci_high"] = wilson_interval(pooled, int(parts.images.sum()))
+    for i in table.index[per_group & table.images.notna()]:
+        table.at[i, "ci_low"], table.at[i, "ci_high"] = wilson_interval(table.at[i, "mean"], int(table.at[i, "images"]))
+    return table
 
 
 def _markdown_block(tables: dict[str, pd.DataFrame], groups: list[str], higher_is_better: bool, digits: int,
@@ -70,16 +109,70 @@ def _markdown_block(tables: dict[str, pd.DataFrame], groups: list[str], higher_i
     return lines
 
 
+def _row_label(phase: str, defense: str, attack: str, several_attacks: bool) -> str:
+    if phase == "start":  # one model whatever the attack; name the attack only to tell rows apart
+        return f"start model ({attack})" if several_attacks else "start model"
+    return f"{defense} ({attack}) {'immunized' if phase == 'immunized' else 'after attack'}"
+
+
+def _accuracy_block(table: pd.DataFrame, groups: list[str], higher_is_better: bool) -> list[str]:
+    """Table 5's rows in phase order; bold marks the best after-attack row of each column."""
+    columns = groups + ["mean"]
+    lines = ["| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    if table.empty:
+        return lines
+    after = table[table.phase == "after attack"]
+    best = {}
+    for col in columns:
+        vals = after[after.group == col]["mean"]
+        if len(vals) > 1:
+            best[col] = vals.max() if higher_is_better else vals.min()
+    several_attacks = table[table.phase == "start"].attack.nunique() > 1
+    for (phase, defense, attack), rows in table.groupby(["phase", "defense", "attack"], sort=False):
+        cells = []
+        for col in columns:
+            r = rows[rows.group == col]
+            if r.empty:
+                cells.append("–")
+                continue
+            r = r.iloc[0]
+            text = _fmt(r["mean"], r["std"], int(r["n"]), 3)
+            if not pd.isna(r["ci_low"]):
+                text += f" [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
+            cells.append(f"**{text}**" if phase == "after attack" and col in best and r["mean"] == best[col] else text)
+        lines.append(f"| {_row_label(phase, defense, attack, several_attacks)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _accuracy_phases(results: pd.DataFrame, metric: str, report_step: int, groups: list[str],
+                     concepts: dict[str, list[str]] | None, eval_images: int | None) -> pd.DataFrame:
+    """One accuracy metric's table over the phases, rows in PHASES order, ``none`` first in each."""
+    star = results[results.concept == "*"]
+    before = star[star.step == 0] if report_step != 0 else star.iloc[:0]  # step 0 *is* the report then
+    parts = (before[before.defense == "none"], before[before.defense != "none"], star[star.step == report_step])
+    tables = []
+    for part, phase in zip(parts, PHASES):
+        t = accuracy_table(part, metric, groups, concepts, eval_images)
+        if not t.empty:
+            # none first (the reference), then the defenses in summary_table's order (by name)
+            t = t.assign(phase=phase, _none=t.defense != "none").sort_values("_none", kind="stable")
+            tables.append(t.drop(columns="_none"))
+    if not tables:
+        return pd.DataFrame(columns=[c for c in TIDY_COLUMNS if c not in ("table", "metric")])
+    return pd.concat(tables, ignore_index=True)
+
+
 def leaderboard(results: pd.DataFrame, manifest: dict) -> tuple[str, pd.DataFrame]:
-    """Markdown and a tidy CSV frame (table, defense, attack, metric, group, mean, std, n)."""
-    step = manifest["resolved"]["report_step"]
-    groups = manifest["resolved"]["groups"]
+    """Markdown and a tidy CSV frame (``TIDY_COLUMNS``: table, defense, attack, metric, group, mean,
+    std, n, ci_low, ci_high, images, phase; the interval columns are NaN outside the accuracy block)."""
+    resolved = manifest["resolved"]
+    step, groups, seeds = resolved["report_step"], resolved["groups"], resolved["seeds"]
+    eval_images = resolved.get("eval_images")
     at = _at_report_step(results, step)
     defended = at[at.defense != "none"]
-    seeds = manifest["resolved"]["seeds"]
     title = (f"# Leaderboard — {manifest['run']['task']} on `{manifest['model']['name']}`\n\n"
              f"Reported at attack step {step}; {len(seeds)} seed(s) {seeds}"
-             + (" (mean ± std over seeds)" if len(seeds) > 1 else "") + f"; run {manifest['date']}.\n")
+             + (" (cells: mean ± std over seeds (number of seeds))" if len(seeds) > 1 else "") + f"; run {manifest['date']}.\n")
     lines, frames = [title], []
 
     msgr = {ROLE_NAMES[r]: summary_table(defended, f"MSGR/{r}", groups) for r in SIMILARITY_ROLES}
@@ -89,27 +182,38 @@ def leaderboard(results: pd.DataFrame, manifest: dict) -> tuple[str, pd.DataFram
     if any(not t.empty for t in mrsgr.values()):
         lines += ["## MRSGR (%) ↑ — higher = other concepts stay as adaptable (MIMA Eq. 12)", ""]
         lines += _markdown_block(mrsgr, groups, True, 2, "metric") + [""]
-    acc_t = summary_table(at, "acc/targets", groups)
-    acc_o = summary_table(at, "acc/others", groups)
-    lines += ["## Classifier accuracy after the attack (MIMA Tab. 5)", "",
+        # MRSGR is a ratio of the others' to the targets' similarity, so it says nothing of the others' level
+        lines += ["MRSGR compares the others with the targets only: it can be positive while the others' "
+                  "accuracy collapses, so read it with the others' accuracy below.", ""]
+
+    acc_t = _accuracy_phases(results, "acc/targets", step, groups, manifest.get("groups"), eval_images)
+    acc_o = _accuracy_phases(results, "acc/others", step, groups, resolved.get("others"), eval_images)
+    before = any((t.phase != "after attack").any() for t in (acc_t, acc_o) if not t.empty)
+    lines += [f"## Classifier accuracy {'before and after' if before else 'after'} the attack (MIMA Tab. 5)", "",
               "Targets ↓ (lower = the attack failed to re-learn them):", ""]
-    lines += _markdown_block({"targets": acc_t}, groups, False, 3, "concepts") + [""]
+    lines += _accuracy_block(acc_t, groups, False) + [""]
     lines += ["Others ↑ (higher = the rest of the model still works):", ""]
-    lines += _markdown_block({"others": acc_o}, groups, True, 3, "concepts") + [""]
+    lines += _accuracy_block(acc_o, groups, True) + [""]
+    if any(t.ci_low.notna().any() for t in (acc_t, acc_o) if not t.empty):
+        lines += [f"[low, high]: the 95% Wilson score interval of the accuracy over the N judged images pooled "
+                  f"over seeds (N = {eval_images} per concept × the group's concepts × seeds; the mean column "
+                  "pools all groups, weighted by images)" + ("; ± is the std over seeds." if len(seeds) > 1 else "."), ""]
+
     failures = manifest.get("failures", [])
     if failures:
         lines += ["## Failed cells", ""] + [f"- {f['group']}/{f['defense']}/{f['attack']}/seed {f['seed']}: {f['reason']}"
                                               for f in failures] + [""]
     lines += ["Cells in bold are the best of their column. Provenance: `manifest.json`; raw rows: `results.parquet`.", ""]
 
-    for name, tables in (("MSGR", msgr), ("MRSGR", mrsgr), ("accuracy", {"targets": acc_t, "others": acc_o})):
+    for name, tables in (("MSGR", msgr), ("MRSGR", mrsgr)):
         for metric, t in tables.items():
             if not t.empty:
-                frames.append(t.assign(table=name, metric=metric))
-    tidy = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    if not tidy.empty:
-        tidy = tidy[["table", "defense", "attack", "metric", "group", "mean", "std", "n"]]
-    return "\n".join(lines), tidy
+                frames.append(t.assign(table=name, metric=metric, phase="after attack"))
+    for metric, t in (("targets", acc_t), ("others", acc_o)):
+        if not t.empty:
+            frames.append(t.assign(table="accuracy", metric=metric))
+    tidy = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=TIDY_COLUMNS)
+    return "\n".join(lines), tidy.reindex(columns=TIDY_COLUMNS)
 
 
 def render_report(run_dir: str | Path, store=None) -> str:

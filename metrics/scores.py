@@ -7,7 +7,8 @@ x^r: references, x^A: generations after the attack *without* the defense, x^T: *
 - MRSGR = (M̄_other − M̄_target) / M̄_other · 100 with M̄_S the mean over S of the *paired*
   similarity M(x^T_n, x^A_n) — image i of one set against image i of the other, same prompt
   and seed (MIMA Eq. 12–14).
-- accuracy: top-1 of the classifier judge on a concept's generations (MIMA Tab. 5).
+- accuracy: top-1 of the classifier judge on a concept's generations (MIMA Tab. 5), with
+  ``wilson_interval`` the 95% interval of such a proportion over the images judged.
 
 The functions take per-concept numbers so they are checked by hand; ``set_similarity`` and
 ``paired_similarity`` turn image sets into those numbers through any ``Similarity``.
@@ -68,3 +69,27 @@ def mean_accuracy(per_concept: Mapping[str, float | None], concepts: Sequence[st
     """Tab. 5's form: the mean over concepts the judge knows."""
     values = [per_concept[c] for c in concepts if per_concept.get(c) is not None]
     return sum(values) / len(values) if values else None
+
+
+Z95 = 1.959963984540054  # the standard normal's 97.5% quantile: a two-sided 95% interval
+
+
+def wilson_interval(accuracy: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``accuracy`` observed over ``n`` images.
+
+    Unlike the normal approximation it stays inside [0, 1] and is not empty at 0 or 1.
+    ``n == 0`` (nothing judged) gives (0.0, 1.0): the proportion is unconstrained.
+    """
+    if n < 0:
+        raise ValueError(f"wilson_interval: n must be >= 0, got {n}")
+    if not -1e-9 <= accuracy <= 1 + 1e-9:  # tolerate the rounding of a mean of proportions
+        raise ValueError(f"wilson_interval: accuracy must be in [0, 1], got {accuracy}")
+    if n == 0:
+        return 0.0, 1.0
+    accuracy = min(1.0, max(0.0, accuracy))
+    centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * (accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) ** 0.5
+    # at 0 (1) the bound is exactly 0 (1); the subtraction leaves rounding noise of ~1e-17
+    low = 0.0 if accuracy == 0.0 else max(0.0, centre - half)
+    high = 1.0 if accuracy == 1.0 else min(1.0, centre + half)
+    return low, high

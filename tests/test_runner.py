@@ -197,3 +197,104 @@ def test_a_cell_failing_in_a_worker_process_is_recorded_once(finished, small_car
     assert runner.stats["computed"] == {}  # the none and mima cells came from the store; nothing recomputed
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["host"]["workers"] == 2 and set(manifest["timings"]["phases"]) == {"plan", "workers", "walk"}
+
+
+# --- what a defense may see ----------------------------------------------------------------------
+_SEEN: list = []
+
+
+def _reachable(obj, seen=None):
+    """Every object reachable from ``obj`` through attributes, mappings and sequences."""
+    import torch
+
+    seen = set() if seen is None else seen
+    if id(obj) in seen or obj is None or isinstance(obj, (int, float, bool, type)):
+        return
+    seen.add(id(obj))
+    yield obj
+    if isinstance(obj, (str, bytes, torch.Tensor)):
+        return
+    if isinstance(obj, dict):
+        children = [*obj.keys(), *obj.values()]
+    elif isinstance(obj, (list, tuple, set, frozenset)):
+        children = list(obj)
+    else:
+        children = list(getattr(obj, "__dict__", {}).values())
+        children += [getattr(obj, s) for s in getattr(type(obj), "__slots__", ()) if hasattr(obj, s)]
+    for child in children:
+        yield from _reachable(child, seen)
+
+
+def test_a_defense_sees_nothing_of_the_attack_split_the_references_or_the_others(finished, small_card):
+    """A spy defense records what the runner hands it; every defense gets the same DefenseData."""
+    import inspect
+
+    import torch
+
+    from immunobench.cards import ConceptGroup, TaskCard
+    from immunobench.data import DefenseData, TaskData
+    from immunobench.plugins import DEFENSES, Defense, get_defense, register_defense
+
+    if "spy" not in DEFENSES:
+        @register_defense("spy")
+        class Spy(Defense):
+            """Keeps what it was given."""
+
+            version = "1"
+            needs_regularization = True
+
+            def immunize(self, model, *args):
+                _SEEN.append(args)
+                from immunobench.plugins import Immunized
+
+                return Immunized()
+
+    tmp, _, _ = finished
+    _SEEN.clear()
+    from dataclasses import replace
+
+    runner = Runner(replace(_config(small_card, tmp, defenses=("spy",), name="r-spy"), overrides={}), Progress(False),
+                    log=lambda _: None)
+    run_dir = runner.run()
+    [(data, cfg)] = _SEEN  # the model, the view and the config: nothing else
+    assert type(data) is DefenseData
+    group = runner.card.group(GROUP)
+    full, _ = runner.task_data(group, 0)
+    assert set(data.targets) == set(group.targets) and set(data.images) == set(group.targets)
+
+    objects = list(_reachable(data))
+    assert not [o for o in objects if isinstance(o, (TaskCard, ConceptGroup, TaskData))]
+    texts = " ".join(o for o in objects if isinstance(o, str)).lower()
+    for other in group.others:
+        assert group.concept_name(other).lower() not in texts, f"{other} (a scored other) reached the defense"
+    forbidden = [x.images for x in full.attack.values()] + list(full.references.values())
+    seen_images = [o for o in objects if isinstance(o, torch.Tensor) and o.ndim == 4]
+    assert seen_images, "the spy saw no images at all"
+    for x in seen_images:
+        for bad in forbidden:
+            assert not any(torch.equal(a, b) for a in x for b in bad), "an attack or reference image reached the defense"
+    assert data.captions and data.regularization is not None  # what it may see, it does see
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    view = manifest["resolved"]["defense_view"]
+    assert view["captions"]["count"] == len(data.captions) and view["regularization"]["prompt"] == "artwork"
+    assert manifest["resolved"]["start_model"]["preserve"] == "others"
+    assert manifest["resolved"]["start_model"]["preserve_prompts"][GROUP] == [group.prompt(c) for c in group.others]
+    # every registered defense takes (model, data, cfg), so each is handed this view and nothing more
+    for name in DEFENSES.names():
+        params = list(inspect.signature(get_defense(name).immunize).parameters)
+        assert params == ["self", "model", "data", "cfg"] or name == "spy", (name, params)
+
+
+def test_others_are_scored_before_the_attack_and_after(finished):
+    """Table 5 as it reads: start model (none @ 0) → immunized (mima @ 0) → after the attack, targets and others."""
+    tmp, runner, run_dir = finished
+    results = pd.read_parquet(run_dir / "results.parquet")
+    star = results[(results.concept == "*") & results.metric.isin(["acc/targets", "acc/others"])]
+    have = set(zip(star.defense, star.step, star.metric))
+    for defense in ("none", "mima"):
+        for step in (0, runner.report_step):
+            for metric in ("acc/targets", "acc/others"):
+                assert (defense, step, metric) in have, (defense, step, metric)
+    others = runner.card.group(GROUP).others
+    step0 = results[(results.step == 0) & (results.metric == "acc") & (results.defense == "mima")]
+    assert set(others) <= set(step0.concept)  # every other concept judged on the immunized model

@@ -126,7 +126,7 @@ def test_leaderboard_reports_mean_and_std_over_seeds_and_bolds_the_best():
     manifest = {"resolved": {"report_step": 400, "groups": ["2c-1"], "seeds": [0, 1]},
                 "run": {"task": "t"}, "model": {"name": "tiny-sd"}, "date": "d", "failures": []}
     text, tidy = leaderboard(pd.DataFrame(rows), manifest)
-    assert "| mima (lora) | CLIP | **15.00 ± 7.07** | **15.00 ± 7.07** |" in text
-    assert "| other (lora) | CLIP | 2.00 ± 1.41 | 2.00 ± 1.41 |" in text
+    assert "| mima (lora) | CLIP | **15.00 ± 7.07 (2)** | **15.00 ± 7.07 (2)** |" in text
+    assert "| other (lora) | CLIP | 2.00 ± 1.41 (2) | 2.00 ± 1.41 (2) |" in text
     clip = tidy[(tidy.table == "MSGR") & (tidy.metric == "CLIP") & (tidy.defense == "mima") & (tidy.group == "2c-1")]
     assert clip["mean"].item() == 15.0 and clip["n"].item() == 2

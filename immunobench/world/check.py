@@ -38,6 +38,7 @@ from ..data import ConceptImages, TaskData, start_model_view
 from ..diffusion import decode_latents, encode_images, sample
 from ..plugins import configure, get_attack, get_defense, get_metric, judges_for
 from ..progress import Progress
+from immunobench.metrics.scores import Z95, wilson_interval  # shared with the leaderboard
 
 # Seeds of generated images: the attacker's 20 and the evaluation's are disjoint (IMMA's split).
 ATTACK_SEEDS = range(0, 20)
@@ -68,16 +69,6 @@ class Target:
         if self.interval is not None:
             self.interval = [round(float(v), 4) for v in self.interval]
         self.met = self.value >= self.threshold if self.direction == ">=" else self.value <= self.threshold
-
-
-Z95 = 1.959964
-
-
-def wilson_interval(accuracy: float, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval of a proportion observed over ``n`` images."""
-    centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * (accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) ** 0.5
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def change_interval(before: float, after: float, n: int, z: float = Z95) -> tuple[float, float]:
