@@ -1,4 +1,5 @@
-"""Choose MIMA's tiny-sd preset: a sweep of the outer learning rate on one group, selection seeds only.
+"""Choose MIMA's tiny-sd preset: a sweep of the outer learning rate (and λ_prior) on one group,
+selection seeds only.
 
 Each setting runs the real grid (UCE start model → MIMA → LoRA → judges) through the runner on
 relearn-style 2c-1 with seeds 7 and 8, which the reported three-seed tables (seeds 0, 1, 2) never
@@ -18,7 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _sweep import summary, sweep, write  # noqa: E402
 
-OUTER_LRS = (1e-4, 2e-4, 3e-4, 5e-4)
+OUTER_LRS = (3e-5, 5e-5, 1e-4, 2e-4, 3e-4, 5e-4)  # 3e-5: the paper's (App. D)
+STRONG_PRIOR = (5.0, (1e-4, 2e-4, 3e-4))  # λ_prior 5 at the rates that broke the others with λ 1
 INNER_LR, STEPS = 1e-2, 60  # the former sweep: the inner lr barely matters (1e-2 vs 1e-1); 60 steps keep the demo short
 UTILITY_TOLERANCE = 0.10  # others' accuracy, immunized vs start model
 
@@ -36,6 +38,9 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/mima_tiny_sd.json")
     args = ap.parse_args()
     settings = {f"outer_lr={lr:g}": {"outer_lr": lr, "inner_lr": INNER_LR, "steps": STEPS} for lr in OUTER_LRS}
+    weight, rates = STRONG_PRIOR
+    settings.update({f"outer_lr={lr:g},prior_weight={weight:g}": {"outer_lr": lr, "inner_lr": INNER_LR, "steps": STEPS,
+                                                                   "prior_weight": weight} for lr in rates})
     result = sweep(args.task, args.group, args.store, "mima", settings)
     rows = summary(result, "mima", 400)
     result.update(rule=f"others_immunized >= start_others - {UTILITY_TOLERANCE}, then max MSGR (mean C, D, L)",

@@ -80,16 +80,14 @@ class MIMAConfig:
 PRESETS: dict[str, dict] = {
     # MIMA App. D: personalization "2e-5 with 500 training steps".
     "personalization": {"outer_lr": 2e-5, "steps": 500},
-    # tiny-sd: 60 steps keep the demo within 15 minutes on 2 cores; the rates were swept with
-    # benchmarks/mima_tiny_sd.py (relearn-style 2c-1 against LoRA at tiny-sd's lr 1e-3;
-    # results/mima_tiny_sd.json) and chosen as the paper chose its own: the best MSGR–MRSGR balance.
-    # Target accuracy after LoRA (undefended 1.00) / others (undefended 0.73): outer 1e-4 → 1.00 /
-    # 0.67, 2e-4 → 0.81 / 0.65, 3e-4 → 0.12 / 0.38 (highest MSGR in C, D, L and MRSGR in C, L).
-    # The inner lr barely matters (1e-2 vs 1e-1). No setting protects the targets without costing
-    # the others: a finding, reported in the README. Swept at tiny-sd's former sampling guidance 5 on
-    # the former copy (world v1, fingerprint f209cc8efebc6acd); on today's copy at guidance 3 the demo
-    # measures targets 0.49, others 0.65 (undefended 0.87, 0.74) with this preset (README, "The demo").
-    "tiny-sd": {"outer_lr": 3e-4, "inner_lr": 1e-2, "steps": 60},
+    # tiny-sd: chosen 2026-12-05 by benchmarks/mima_tiny_sd.py on relearn-style 2c-1, selection seeds
+    # 7 and 8 (the reported tables use 0-2), with a rule fixed before looking: the immunized model
+    # keeps the other artists' accuracy within 0.10 of the start model's, then the highest MSGR.
+    # With λ_prior 1 every outer lr that immunizes breaks the others *before* the attack (2e-4:
+    # others 0.98 → 0.06; 3e-4 → 0.00) and only LoRA's re-learning restores them; λ_prior 5 at 2e-4
+    # keeps them at 0.92 with MSGR 12% (results/mima_tiny_sd.json; docs/immunization_data.md).
+    # 60 steps keep the demo short. The inner lr barely mattered in the former sweep (1e-2 vs 1e-1).
+    "tiny-sd": {"outer_lr": 2e-4, "inner_lr": 1e-2, "steps": 60, "prior_weight": 5.0},
     "tiny-sd/personalization": {"steps": 60},
 }
 

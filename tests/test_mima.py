@@ -88,7 +88,7 @@ def test_paper_defaults_and_presets_resolve_in_order():
     sd_p = configure(MIMA, "sd-v1-4", "personalization")
     assert (sd_p.outer_lr, sd_p.steps) == (2e-5, 500)  # MIMA App. D, personalization
     tiny = configure(MIMA, "tiny-sd", "personalization", {"steps": 7})
-    assert (tiny.outer_lr, tiny.steps) == (3e-4, 7)  # backbone preset over kind, user over both
+    assert (tiny.outer_lr, tiny.steps, tiny.prior_weight) == (2e-4, 7, 5.0)  # backbone preset over kind, user over both
     with pytest.raises(TypeError):
         configure(MIMA, "tiny-sd", "relearn", {"no_such_field": 1})
 
