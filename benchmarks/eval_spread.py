@@ -1,11 +1,13 @@
 """How many evaluation images per concept? The spread of a group's accuracy over evaluation seeds.
 
-For one group per card (selection seed 7, which the reported tables do not use) it draws 160
+For one group per card (selection seed 7, which the reported tables do not use) it draws 64
 images per concept from the start model and from the MIMA-immunized model (both from the store),
 judges each, and measures the std of the group's mean accuracy (targets, others) over disjoint
-evaluation-seed sets of n = 4, 8, 16, 32 images per concept — the spread that the evaluation count
-alone puts into every accuracy of the tables, against the spread over run seeds
-(relearn_three_seeds.py) and the differences the tables are read for. Writes
+evaluation-seed sets of n = 4, 8, 16 images per concept, beside the binomial std that the
+per-concept hit rates predict for n = 4 … 64 (the images are independent draws, so the binomial
+model is exact given the model; the disjoint sets check it). That is the spread the evaluation
+count alone puts into every accuracy of the tables, to set against the spread over run seeds
+(relearn_three_seeds.py). The cards run in parallel processes. Writes
 benchmarks/results/eval_spread.json.
 
     .venv/bin/python benchmarks/eval_spread.py [--store DIR]
@@ -14,7 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from statistics import fmean, pstdev
 
@@ -24,8 +29,9 @@ from immunobench.diffusion import sample
 from immunobench.progress import Progress
 from immunobench.runner import SEED_STRIDE, RunConfig, Runner
 
-IMAGES = 160
-SIZES = (4, 8, 16, 32)
+IMAGES = 64
+SIZES = (4, 8, 16)
+PREDICTED = (4, 8, 16, 32, 64)
 SEED = 7
 SPREAD_OFFSET = 50_000  # image seeds no other role uses (runner.SEED_OFFSETS go up to 10_000 + eval count)
 
@@ -48,29 +54,43 @@ def spread(hits: dict[str, torch.Tensor], concepts, n: int) -> dict:
     return {"n_per_concept": n, "sets": sets, "mean": round(fmean(means), 4), "std": round(pstdev(means), 4)}
 
 
+def binomial_std(hits: dict[str, torch.Tensor], concepts, n: int) -> float:
+    """Std of the group's mean accuracy with n images per concept, from the per-concept hit rates."""
+    rates = [float(hits[c].float().mean()) for c in concepts]
+    return round(math.sqrt(sum(p * (1 - p) / n for p in rates)) / len(rates), 4)
+
+
+def measure(cell: str, store: str) -> list[dict]:
+    torch.set_num_threads(1)
+    task, group_name = cell.split(":")
+    runner = Runner(RunConfig(task=task, groups=(group_name,), seeds=(SEED,), store=store), Progress(False),
+                    log=print)
+    runner.prepare()
+    group = runner.card.group(group_name)
+    start_key, start = runner.start_model(group)
+    data, keys = runner.task_data(group, SEED)
+    _, immunized, _ = runner.immunize("mima", group, SEED, start_key, start, data, keys)
+    results = []
+    for label, model in (("start model", start), ("mima immunized", immunized)):
+        hits = correct(runner, model, group, [*group.targets, *group.others])
+        for which, concepts in (("targets", group.targets), ("others", group.others)):
+            results.append({"task": task, "group": group_name, "model": label, "concepts": which,
+                            "per_concept": {c: round(float(hits[c].float().mean()), 4) for c in concepts},
+                            "disjoint_sets": [spread(hits, concepts, n) for n in SIZES],
+                            "binomial_std": {n: binomial_std(hits, concepts, n) for n in PREDICTED}})
+            print(json.dumps(results[-1]), flush=True)
+    return results
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--store", default=str(Path.home() / ".cache" / "immunobench" / "store"))
     ap.add_argument("--cells", nargs="+", default=["relearn-style:2c-1", "relearn-object:2c-1"])
     ap.add_argument("--out", default="benchmarks/results/eval_spread.json")
     args = ap.parse_args()
-    torch.set_num_threads(1)
-    started, results = time.time(), []
-    for cell in args.cells:
-        task, group_name = cell.split(":")
-        runner = Runner(RunConfig(task=task, groups=(group_name,), seeds=(SEED,), store=args.store),
-                        Progress(False), log=print)
-        runner.prepare()
-        group = runner.card.group(group_name)
-        start_key, start = runner.start_model(group)
-        data, keys = runner.task_data(group, SEED)
-        _, immunized, _ = runner.immunize("mima", group, SEED, start_key, start, data, keys)
-        for label, model in (("start model", start), ("mima immunized", immunized)):
-            hits = correct(runner, model, group, [*group.targets, *group.others])
-            for which, concepts in (("targets", group.targets), ("others", group.others)):
-                results.append({"task": task, "group": group_name, "model": label, "concepts": which,
-                                "by_n": [spread(hits, concepts, n) for n in SIZES]})
-                print(json.dumps(results[-1]), flush=True)
+    started = time.time()
+    with ProcessPoolExecutor(len(args.cells), mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = [r for part in pool.map(measure, args.cells, [args.store] * len(args.cells)) for r in part]
     Path(args.out).write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "seed": SEED, "images": IMAGES,
                                           "seconds": round(time.time() - started, 1), "results": results}, indent=2))
 

@@ -1,8 +1,9 @@
 """Both re-learning cards, all ten groups each, MIMA beside no defense, seeds 0, 1, 2 — the tables
 the docs discuss (issue [5/10]).
 
-Runs ``immunobench run`` for each card through the runner (one shared store, so a rerun only
-re-renders), then copies each run's ``results.parquet``, ``leaderboard.md``/``.csv`` and
+Runs ``immunobench run`` for each card through the runner, seed 0 alone first (its timings are
+the card's cost for one seed; on an empty store, what ``make demo`` costs), then seeds 0, 1, 2
+(one shared store, so seed 0 is reused and a rerun only re-renders), then copies each run's ``results.parquet``, ``leaderboard.md``/``.csv`` and
 ``manifest.json`` to ``benchmarks/results/relearn_3seeds/<task>/`` and writes the seed spread
 (``spread.json``): per group, metric and defense the std over seeds beside the binomial std that
 the evaluation images alone would give, which is what the evaluation image count was chosen with.
@@ -61,6 +62,9 @@ def main() -> None:
     ap.add_argument("--runs", default="/tmp/immunobench-3seeds")
     args = ap.parse_args()
     for task in args.tasks:
+        # seed 0 alone first: what `immunobench run` of the card costs (on an empty store, the demo's time)
+        first = RunConfig(task=task, defenses=("mima",), seeds=(0,), out=args.runs, store=args.store, name=f"{task}-seed0")
+        one_seed = json.loads((Runner(first, Progress()).run() / "manifest.json").read_text())["timings"]
         started = time.time()
         cfg = RunConfig(task=task, defenses=("mima",), seeds=SEEDS, out=args.runs, store=args.store, name=task)
         run_dir = Runner(cfg, Progress()).run()
@@ -69,7 +73,8 @@ def main() -> None:
         for name in ("results.parquet", "leaderboard.md", "leaderboard.csv", "manifest.json"):
             shutil.copy(run_dir / name, dest / name)
         manifest = json.loads((run_dir / "manifest.json").read_text())
-        report = {"task": task, "seeds": list(SEEDS), "wall_seconds_this_call": round(time.time() - started, 1),
+        report = {"task": task, "seeds": list(SEEDS), "store": args.store, "seed0_first": one_seed,
+                  "wall_seconds_this_call": round(time.time() - started, 1),
                   "run_seconds": manifest["timings"]["total_seconds"], "computed": manifest["timings"]["computed"],
                   **spread(pd.read_parquet(run_dir / "results.parquet"), manifest)}
         (dest / "spread.json").write_text(json.dumps(report, indent=2))

@@ -1,8 +1,11 @@
 """The golden run: one small relearn-style grid whose scores every speed-up must reproduce.
 
-`tests/golden/relearn_small.json` holds the results of this grid as the code before the fast-cell
-work (commit 320a683) computed them with one intra-op thread (OMP_NUM_THREADS=1), as every CPU
-stage now runs; `test_golden.py` runs the grid with today's code and compares every row. The grid is small but crosses every boundary a speed-up could move: a 3-concept group
+`tests/golden/relearn_small.json` holds the results of this grid computed with one intra-op
+thread (OMP_NUM_THREADS=1), as every CPU stage now runs; `test_golden.py` runs the grid with
+today's code and compares every row. History: first made by the code before the fast-cell work
+(commit 320a683), which the fast cells reproduced to 1.6e-5; regenerated on purpose for issue
+[5/10] (MIMA sees only its DefenseData, merges its concepts' own rows, has a new tiny-sd preset;
+the others are scored at step 0 too). The grid is small but crosses every boundary a speed-up could move: a 3-concept group
 (3c-4), more evaluation images at the reporting step than one sampling batch, LoRA batches that
 wrap an epoch, several checkpoints, MIMA through the merge, UCE as the start model, all judges.
 
