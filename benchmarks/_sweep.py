@@ -38,6 +38,7 @@ def _run(task: str, group: str, seed: int | tuple, store: str, defenses: tuple, 
         if art is not None and art.meta.get("defense") in defenses and "merge" in art.meta.get("info", {}):
             merge = art.meta["info"]["merge"]
     return {"seed": seed, "scores": scores, "merge": merge, "report_step": runner.report_step,
+            "keys": {stage: runner.keys.get(stage, []) for stage in ("start", "immunize")},
             "immunize_seconds": runner.stats["computed"].get("immunize", {}).get("seconds")}
 
 
