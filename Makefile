@@ -15,7 +15,7 @@ test: $(INSTALLED)
 	$(VENV)/bin/python -m pytest -q
 
 # The main job on the embedded tiny-sd: UCE start model → MIMA → LoRA re-learning → judges, on all
-# ten groups of the card (about 14 min on 2 cores with an empty store; seconds once stored).
+# ten groups of the card (about 15 min on 2 cores with an empty store; seconds once stored).
 demo: $(INSTALLED)
 	$(VENV)/bin/immunobench run --defense mima --task relearn-style
 

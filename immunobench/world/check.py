@@ -38,7 +38,7 @@ from ..data import ConceptImages, TaskData, start_model_view
 from ..diffusion import decode_latents, encode_images, sample
 from ..plugins import configure, get_attack, get_defense, get_metric, judges_for
 from ..progress import Progress
-from immunobench.metrics.scores import Z95, wilson_interval  # shared with the leaderboard
+from ..metrics.scores import Z95, wilson_interval  # shared with the leaderboard
 
 # Seeds of generated images: the attacker's 20 and the evaluation's are disjoint (IMMA's split).
 ATTACK_SEEDS = range(0, 20)
