@@ -103,6 +103,7 @@ def defense_view_of(group, data):
     """The ``DefenseData`` the runner would give a defense on tiny-sd (generic captions included)."""
     from immunobench.captions import all_card_names, generic_captions, scored_names
     from immunobench.data import defense_view
+    from immunobench.plugins import get_backbone
 
-    captions, source = generic_captions("world", all_card_names() | scored_names([group.card]))
+    captions, source = generic_captions(get_backbone("tiny-sd")(), all_card_names() | scored_names([group.card]))
     return defense_view(group, data.defense, data.regularization, tuple(captions), source)

@@ -38,6 +38,8 @@ class BackboneSpec:
     sample_steps: int = 50  # DDIM steps for generations
     guidance_scale: float = 7.5
     metric_family: str = "real"  # "real" judges (CLIP/DINO/LPIPS/ResNet50) or the embedded world's
+    # "module:function" → (captions, source): the generic caption pool of defenses' C_reg (immunobench.captions)
+    captions: str = "immunobench.captions:coco_pool"
     description: str = ""
     missing_hint: str = ""  # what to do when a local source folder is absent
 
@@ -57,6 +59,7 @@ def tiny_sd() -> BackboneSpec:
         # Judge accuracy of plain generations: 0.952 / 0.976 / 0.984 at 3 / 5 / 7.5 (tiny_sd_guidance.json).
         guidance_scale=3.0,
         metric_family="world",
+        captions="immunobench.world.captions:generic_pool",  # the world's own caption language
         description="the embedded default: SD's classes at 64 px, trained on the concept world",
         missing_hint="the embedded weights are not in this checkout; build them with `immunobench world train`",
     )

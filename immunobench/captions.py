@@ -3,21 +3,26 @@
 The released MIMA code samples 200 LAION captions from the hub on every inner step; Custom
 Diffusion reads the first 200 lines of ``regularization_captions.txt``. Neither is reproducible
 offline, and a caption that names a scored concept would let a defense regularize on what it is
-scored on. So the project writes its own set, disjoint from every card's concepts:
+scored on. So the project writes its own set, disjoint from every card's scored concepts. Its pool
+is the one the backbone's spec names (``BackboneSpec.captions``, a ``module:function``):
 
-- ``world`` backbones (tiny-sd): the embedded world's own caption language over the concepts that
-  no card scores — "an artwork of Hokusai", "a sailboat in the style of Paul Klee", "a photo of
-  an apple" (every distinct caption there is: 296);
-- ``real`` backbones (Stable Diffusion): templates over COCO category names that no card uses.
+- tiny-sd: the embedded world's own caption language over the concepts that no card scores —
+  "an artwork of Hokusai", "a sailboat in the style of Paul Klee", "a photo of an apple" (every
+  distinct caption there is: 296; ``immunobench.world.captions.generic_pool``);
+- Stable Diffusion (the default): templates over COCO category names that no card uses (``coco_pool``).
 
 The order is a fixed shuffle, so every prefix (``captions[:200]``) is a balanced sample.
 """
 from __future__ import annotations
 
 import hashlib
+import importlib
 import random
 import re
 from typing import Iterable
+
+from .cards import card_paths, load_card, with_article
+from .errors import BackboneError
 
 # COCO's 80 categories: common, photographable, and none a re-learning target.
 COCO_CATEGORIES = (
@@ -39,48 +44,29 @@ CAPTION_TEMPLATES = (
 )
 
 
-def _with_article(noun: str) -> str:
-    from .cards import with_article
-
-    return with_article(noun)
-
-
-def _world_captions() -> list[str]:
-    from .world.captions import OBJECT_TEMPLATES, STYLE_SUBJECT_TEMPLATES, STYLE_TEMPLATES
-    from .world.concepts import OTHER_ARTISTS, OTHER_OBJECTS, get_concept
-    from .world.scenes import SCENE_WORDS
-
-    artists = [get_concept(a).name for a in OTHER_ARTISTS]
-    objects = [_with_article(get_concept(o).name) for o in OTHER_OBJECTS]
-    out = [t.format(artist=a) for a in artists for t in STYLE_TEMPLATES]
-    out += [t.format(subject=s, artist=a) for a in artists for s in (*objects, *SCENE_WORDS.values())
-            for t in STYLE_SUBJECT_TEMPLATES]
-    out += [t.format(object=o) for o in objects for t in OBJECT_TEMPLATES]
-    return out
-
-
-def _real_captions() -> list[str]:
-    return [t.format(a=_with_article(c)) for c in COCO_CATEGORIES for t in CAPTION_TEMPLATES]
+def coco_pool() -> tuple[list[str], str]:
+    """Stable Diffusion's pool: the caption templates over COCO's categories → (captions, source line)."""
+    captions = [t.format(a=with_article(c)) for c in COCO_CATEGORIES for t in CAPTION_TEMPLATES]
+    return captions, "templates over COCO categories no card uses (immunobench.captions)"
 
 
 def scored_names(cards: Iterable) -> set[str]:
-    """Every name (and instance category) that a card scores or prompts with."""
+    """Every name (and instance category) of the concepts a card's groups score (``ConceptGroup.scored``)."""
     names = set()
     for card in cards:
-        for concept in card.concepts.values():
-            names.update(n for n in (concept.name, concept.category) if n)
+        for concept in {c for g in card.groups for c in card.group(g).scored}:
+            names.update(n for n in (card.concepts[concept].name, card.concepts[concept].category) if n)
     return names
 
 
-def generic_captions(family: str, exclude: Iterable[str]) -> tuple[list[str], str]:
-    """The caption set of a metric family (``world`` or ``real``) with every caption that names one
-    of ``exclude`` (whole words, any case) removed → (captions in their fixed order, source line)."""
-    if family == "world":
-        pool, source = _world_captions(), "world captions of concepts no card scores (immunobench.captions)"
-    elif family == "real":
-        pool, source = _real_captions(), "templates over COCO categories no card uses (immunobench.captions)"
-    else:
-        raise ValueError(f"no caption set for metric family {family!r}")
+def generic_captions(spec, exclude: Iterable[str]) -> tuple[list[str], str]:
+    """The caption pool a backbone's spec names (``BackboneSpec.captions``) with every caption that
+    names one of ``exclude`` (whole words, any case) removed → (captions in their fixed order, source line)."""
+    module, _, function = spec.captions.partition(":")
+    try:
+        pool, source = getattr(importlib.import_module(module), function)()
+    except (ImportError, AttributeError) as exc:
+        raise BackboneError(f"backbone {spec.source}: caption source {spec.captions!r} cannot be loaded: {exc}") from exc
     words = [re.compile(rf"\b{re.escape(n.lower())}\b") for n in exclude]
     kept = sorted({c for c in pool if not any(w.search(c.lower()) for w in words)})
     random.Random(0).shuffle(kept)  # prefixes are balanced samples
@@ -89,7 +75,5 @@ def generic_captions(family: str, exclude: Iterable[str]) -> tuple[list[str], st
 
 
 def all_card_names() -> set[str]:
-    """Names of every built-in card's concepts (what no generic caption may mention)."""
-    from .cards import card_paths, load_card
-
+    """Names of every built-in card's scored concepts (what no generic caption may mention)."""
     return scored_names(load_card(p) for p in card_paths().values())

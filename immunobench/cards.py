@@ -44,7 +44,7 @@ class StartModel(_Strict):
     defense: Optional[str] = Field(None, description="defense applied before immunization (e.g. uce); none = base")
     erase: Literal["group", "all"] = Field("group", description="which concepts the start defense removes")
     preserve: Literal["others", "none"] = Field(
-        "none", description="prompts the start defense preserves: others = the card's concepts it does not erase. "
+        "none", description="prompts the start defense preserves: others = the group's others (ConceptGroup.others). "
         "The start model is the card's setup, the same for every defense, so it may use them; a defense may not")
 
 
@@ -125,9 +125,7 @@ class TaskCard(_Strict):
     def group(self, name: str) -> "ConceptGroup":
         if name not in self.groups:
             raise UnknownNameError(f"task {self.task}: unknown group {name!r}; groups: {', '.join(self.groups)}")
-        members = self.groups[name]
-        others = [c for c in (self.others or self.concepts) if c not in members]
-        return ConceptGroup(self.task, name, tuple(members), tuple(others), self)
+        return ConceptGroup.of(self, name)
 
     def prompt_for(self, concept: str, identifier: str | None = None) -> str:
         c = self.concepts[concept]
@@ -138,13 +136,38 @@ class TaskCard(_Strict):
 
 @dataclass(frozen=True)
 class ConceptGroup:
-    """One row of Table 6: the targets of a cell and the card's other concepts."""
+    """One row of Table 6: the targets of a cell and the other concepts it is scored on.
+
+    The one place the scored concepts are decided: ``others`` is the card's ``others`` list (all its
+    concepts when absent) minus the targets, in that list's order. The runner generates and scores exactly
+    ``scored`` (references, evaluations, accuracy, MRSGR), the manifest records ``others`` and the
+    leaderboard reads them back; nothing else recomputes them.
+    """
 
     task: str
     name: str
     targets: tuple[str, ...]
     others: tuple[str, ...]
     card: TaskCard = field(compare=False, repr=False)
+
+    @classmethod
+    def of(cls, card: TaskCard, name: str) -> "ConceptGroup":
+        """Group ``name`` of ``card`` (checked by ``TaskCard.group``)."""
+        targets = tuple(card.groups[name])
+        others = tuple(c for c in (card.others or card.concepts) if c not in targets)
+        return cls(card.task, name, targets, others, card)
+
+    @property
+    def scored(self) -> tuple[str, ...]:
+        """Targets and others, in card order: every concept a cell of this group generates and scores."""
+        return tuple(c for c in self.card.concepts if c in self.targets or c in self.others)
+
+    def start_erased(self) -> "ConceptGroup":
+        """What the card's start model erases for this group (``start_model.erase``): the group itself,
+        or every concept of the card (then nothing is left to preserve)."""
+        if self.card.start_model.erase == "group":
+            return self
+        return ConceptGroup(self.task, "all", tuple(self.card.concepts), (), self.card)
 
     def prompt(self, concept: str, phase: str = "attack") -> str:
         """The card's prompt for a concept; instances get the defense's or the attacker's token."""
@@ -166,11 +189,13 @@ class ConceptGroup:
         identifier = getattr(self.card.identifiers, phase)[self.targets.index(concept) if concept in self.targets else 0]
         return f"{identifier} {self.card.concepts[concept].category}"
 
-    def start_preserve_prompts(self, erased: tuple[str, ...]) -> list[str]:
-        """The prompts the card's start model preserves while erasing ``erased`` (``start_model.preserve``)."""
+    def start_preserve_prompts(self) -> list[str]:
+        """The prompts the card's start model preserves for this group (``start_model.preserve``):
+        with ``others``, those of the concepts it scores but does not erase."""
         if self.card.start_model.preserve == "none":
             return []
-        return [self.prompt(c) for c in self.card.concepts if c not in erased]
+        erased = self.start_erased()
+        return [self.prompt(c) for c in self.others if c not in erased.targets]
 
 
 def _read_yaml(path: Path) -> dict:

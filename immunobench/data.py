@@ -72,6 +72,6 @@ def defense_view(group, images: dict[str, ConceptImages] | None = None, regulari
 def start_model_view(erased) -> DefenseData:
     """What the card's start model (UCE on the relearn cards) gets for erasing ``erased`` (a
     ``ConceptGroup``): the targets and, as captions, the card's declared ``start_model.preserve`` prompts."""
-    preserve = erased.start_preserve_prompts(erased.targets)
+    preserve = erased.start_preserve_prompts()
     return defense_view(erased, captions=tuple(preserve),
                         captions_source=f"start_model.preserve: {erased.card.start_model.preserve}")

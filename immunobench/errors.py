@@ -23,3 +23,15 @@ class PluginError(UserError):
 
 class BackboneError(UserError):
     """A model that cannot be loaded as it is: missing offline, pickled, or inconsistent."""
+
+
+def describe_failure(exc: BaseException) -> dict:
+    """A failed stage's reason (one line; out-of-memory named as such) and traceback, while handling ``exc``."""
+    import traceback
+
+    import torch
+
+    reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
+        reason = f"out of memory: {reason}"
+    return {"reason": reason, "traceback": traceback.format_exc(limit=5)}

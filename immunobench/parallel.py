@@ -70,12 +70,11 @@ def _exit_with_parent(parent: int) -> None:
 _RUNNER = None
 
 
-def _init(cfg, plugin_files: list[str], plugin_modules: list[str], parent: int) -> None:
+def _init(runner_cls, cfg, plugin_files: list[str], plugin_modules: list[str], parent: int) -> None:
     import importlib
 
     from .plugins import discover, load_plugin_file
     from .progress import Progress
-    from .runner import Runner
 
     _exit_with_parent(parent)
     single_threaded()
@@ -85,13 +84,13 @@ def _init(cfg, plugin_files: list[str], plugin_modules: list[str], parent: int) 
     for module in plugin_modules:
         importlib.import_module(module)
     global _RUNNER
-    _RUNNER = Runner(cfg, Progress(False), log=lambda _: None)
+    _RUNNER = runner_cls(cfg, Progress(False), log=lambda _: None)
     _RUNNER.prepare()
 
 
 def _job(job: tuple) -> dict[str, Any]:
     """Runs one job; returns what it computed (stats, keys) or the failure, never raises."""
-    from .runner import describe_failure
+    from .errors import describe_failure
 
     runner = _RUNNER
     runner.stats = {"computed": {}, "cached": {}}
@@ -104,9 +103,10 @@ def _job(job: tuple) -> dict[str, Any]:
     return {"job": job, "computed": runner.stats["computed"], "keys": runner.computed_keys, "failure": failure}
 
 
-def run_jobs(cfg, phases: list[tuple[str, list[tuple], list[int]]], workers: int, plugin_files: list[str],
+def run_jobs(runner_cls, cfg, phases: list[tuple[str, list[tuple], list[int]]], workers: int, plugin_files: list[str],
              plugin_modules: list[str], progress, on_result) -> None:
-    """Runs each phase's jobs (largest weight first) in ``workers`` processes; phases in order.
+    """Runs each phase's jobs (largest weight first) in ``workers`` processes, each holding a
+    ``runner_cls(cfg)`` (the runner passes ``Runner``: this module never imports it); phases in order.
 
     ``phases`` holds (name, jobs, weights); ``on_result`` receives each job's result dict.
     Raises ``concurrent.futures.process.BrokenProcessPool`` if a worker dies.
@@ -115,7 +115,7 @@ def run_jobs(cfg, phases: list[tuple[str, list[tuple], list[int]]], workers: int
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_init,
-                               initargs=(cfg, plugin_files, plugin_modules, os.getpid()))
+                               initargs=(runner_cls, cfg, plugin_files, plugin_modules, os.getpid()))
     try:
         for name, jobs, weights in phases:
             if not jobs:

@@ -94,9 +94,14 @@ def configure(plugin_cls: type, backbone: str, kind: str, overrides: dict | None
 
 
 class Similarity:
-    """Image-set similarity backend: ``pairwise(a, b)`` → |a|×|b| similarities, higher = more alike."""
+    """Image-set similarity backend: ``pairwise(a, b)`` → |a|×|b| similarities, higher = more alike.
+
+    ``label`` names the metric in tables and plots; ``higher_is_better`` says which way a derived
+    score (MSGR, MRSGR) of it improves, so the leaderboard marks the best value by it.
+    """
 
     version: ClassVar[str] = ""
+    label: ClassVar[str] = ""  # display name, e.g. "LPIPS (1 − d)"; empty = the registered name
     higher_is_better: ClassVar[bool] = True
 
     def pairwise(self, a: "torch.Tensor", b: "torch.Tensor") -> "torch.Tensor":
@@ -129,6 +134,17 @@ def judges_for(family: str) -> dict[str, str]:
     if family not in METRIC_FAMILIES:
         raise UnknownNameError(f"unknown metric family {family!r}; known: {', '.join(METRIC_FAMILIES)}")
     return METRIC_FAMILIES[family]
+
+
+def similarity_judges(family: str) -> dict[str, type[Similarity]]:
+    """Role (C, D, L) → the similarity plugin class that plays it in ``family`` (its label, direction)."""
+    names = judges_for(family)
+    return {role: get_metric(names[role]) for role in SIMILARITY_ROLES}
+
+
+def metric_label(cls: type) -> str:
+    """How tables and plots name a metric plugin: its ``label``, else its registered name."""
+    return getattr(cls, "label", "") or getattr(cls, "registered_name", cls.__name__)
 
 
 DEFENSES = Registry("defense", Defense)

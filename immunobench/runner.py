@@ -39,7 +39,6 @@ import platform
 import sys
 import threading
 import time
-import traceback
 from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -50,10 +49,12 @@ from .backbones import Backbone, load_backbone
 from .cards import ConceptGroup, TaskCard, get_card
 from .data import ConceptImages, TaskData, defense_view, start_model_view
 from .diffusion import sample
-from .errors import UserError
+from .errors import UserError, describe_failure
 from .plugins import SIMILARITY_ROLES, configure, get_attack, get_defense, get_metric, judges_for
 from .progress import Progress
-from .store import DEFAULT_STORE, Store, artifact_key, canonical
+from .store import (
+    DEFAULT_STORE, IMAGE_SETS_FORMAT, ImageKey, Store, artifact_key, canonical, image_sets_artifact, read_image_sets,
+)
 
 SEED_STRIDE = 100_000
 SEED_OFFSETS = {"attack": 0, "defense": 1_000, "references": 3_000, "regularization": 5_000, "eval": 10_000}
@@ -252,8 +253,8 @@ class Runner:
             return self.model.fingerprint, self.model
         cls = get_defense(spec.defense)
         cfg = self.plugin_config(cls, spec.defense)
-        erased = self._erased(group)
-        preserve = group.start_preserve_prompts(erased.targets)
+        erased = group.start_erased()
+        preserve = group.start_preserve_prompts()
         key = artifact_key("start", model=self.model.fingerprint, card=self.card_hash, targets=erased.targets,
                            defense=spec.defense, version=cls.version, config=_config_dict(cfg), preserve=preserve)
         if self._plan is not None and not self.store.has(key):
@@ -268,12 +269,6 @@ class Runner:
         art = self._ensure("start", key, compute)
         return key, self.model.with_weights(unet=art.tensors("unet"), text_encoder=art.tensors("text_encoder"))
 
-    def _erased(self, group: ConceptGroup) -> ConceptGroup:
-        """The concepts the card's start model erases for ``group``."""
-        if self.card.start_model.erase == "group":
-            return group
-        return ConceptGroup(group.task, "all", tuple(self.card.concepts), (), self.card)
-
     def task_data(self, group: ConceptGroup, seed: int) -> tuple[TaskData, dict[str, list[str]]]:
         data, keys = TaskData(), {"defense": [], "attack": [], "references": [], "regularization": []}
         spec = self.card.data
@@ -283,7 +278,7 @@ class Runner:
                 k, x = self.images(prompt, role, count, seed)
                 getattr(data, role)[c] = ConceptImages(x, [prompt] * count)
                 keys[role].append(k)
-        for c in self.card.concepts:
+        for c in group.scored:
             k, x = self.images(group.prompt(c), "references", self.eval_images, seed)
             data.references[c] = x
             keys["references"].append(k)
@@ -336,7 +331,7 @@ class Runner:
         key = artifact_key("attack", model=model_key, card=self.card_hash, attack=attack, version=cls.version, config=_config_dict(cfg),
                            data=data_keys["attack"], seed=seed, checkpoints=self.checkpoints, targets=group.targets,
                            others=others, others_at=sorted(others_at), eval_seeds=eval_seeds, sampler=self.sampler,
-                           frozen=sorted(constraints.frozen))
+                           frozen=sorted(constraints.frozen), images_format=IMAGE_SETS_FORMAT)
 
         def compute():
             plugin = cls()
@@ -352,13 +347,14 @@ class Runner:
                 prompts = [group.prompt(c) for c in concepts for _ in eval_seeds]
                 x = sample(adapted, prompts, eval_seeds * len(concepts), batch_size=16, **self._sampling)
                 for c, chunk in zip(concepts, x.split(len(eval_seeds))):
-                    images[f"{step}/{c}"] = _to_uint8(chunk)
-            return {"attack": attack, "checkpoints": self.checkpoints, "eval_seeds": eval_seeds}, {"tensors": images}
+                    images[ImageKey(step, c)] = _to_uint8(chunk)
+            meta, tensors = image_sets_artifact(images)
+            return {"attack": attack, "checkpoints": self.checkpoints, "eval_seeds": eval_seeds, **meta}, tensors
 
         art = self._ensure("attack", key, compute)
-        return key, {k: _from_uint8(v) for k, v in art.tensors().items()}
+        return key, {k: _from_uint8(v) for k, v in read_image_sets(art).items()}
 
-    def score(self, attack_key: str, images: dict, references: dict, ref_keys: list[str]) -> list[dict]:
+    def score(self, attack_key: str, images: dict[ImageKey, torch.Tensor], references: dict, ref_keys: list[str]) -> list[dict]:
         """Per concept and step: similarity to the references (C, D, L) and the judge's top-1 accuracy."""
         from immunobench.metrics.scores import set_similarity, top1_accuracy
 
@@ -366,19 +362,19 @@ class Runner:
 
         def compute():
             rows = []
-            for name, x in images.items():
-                step, concept = name.split("/", 1)
+            for (step, concept), x in images.items():
                 for role in SIMILARITY_ROLES:
-                    rows.append({"concept": concept, "step": int(step), "metric": f"sim/{role}",
+                    rows.append({"concept": concept, "step": step, "metric": f"sim/{role}",
                                  "value": set_similarity(self.judges[role], references[concept], x)})
                 acc = top1_accuracy(self.judges["acc"], x, concept)
                 if acc is not None:
-                    rows.append({"concept": concept, "step": int(step), "metric": "acc", "value": acc})
+                    rows.append({"concept": concept, "step": step, "metric": "acc", "value": acc})
             return {"rows": rows}, {}
 
         return self._ensure("score", key, compute).meta["rows"]
 
-    def paired(self, key_with: str, images_with: dict, key_without: str, images_without: dict) -> list[dict]:
+    def paired(self, key_with: str, images_with: dict[ImageKey, torch.Tensor], key_without: str,
+               images_without: dict[ImageKey, torch.Tensor]) -> list[dict]:
         """Paired similarity M(x^T, x^A) per concept at the reporting step (MRSGR's input)."""
         from immunobench.metrics.scores import paired_similarity
 
@@ -387,13 +383,12 @@ class Runner:
 
         def compute():
             rows = []
-            for name, x in images_with.items():
-                s, concept = name.split("/", 1)
-                if int(s) != step or name not in images_without:
+            for image_key, x in images_with.items():
+                if image_key.step != step or image_key not in images_without:
                     continue
                 for role in SIMILARITY_ROLES:
-                    rows.append({"concept": concept, "step": step, "metric": f"paired/{role}",
-                                 "value": paired_similarity(self.judges[role], x, images_without[name])})
+                    rows.append({"concept": image_key.concept, "step": step, "metric": f"paired/{role}",
+                                 "value": paired_similarity(self.judges[role], x, images_without[image_key])})
             return {"rows": rows}, {}
 
         return self._ensure("score", key, compute).meta["rows"]
@@ -410,7 +405,7 @@ class Runner:
         from .captions import all_card_names, generic_captions, scored_names
 
         self.captions, self.captions_source = generic_captions(
-            self.model.spec.metric_family, all_card_names() | scored_names([self.card]))
+            self.model.spec, all_card_names() | scored_names([self.card]))
         names = judges_for(self.model.spec.metric_family)
         self.judges = {role: get_metric(names[role])(device=cfg.device) for role in (*SIMILARITY_ROLES, "acc")}
         self.judge_versions = {role: f"{names[role]}@{get_metric(names[role]).version}" for role in self.judges}
@@ -485,7 +480,7 @@ class Runner:
                             continue
                         self.cells.append({"group": group_name, "defense": defense, "attack": attack, "seed": seed,
                                            "targets": list(group.targets), "model_key": mkey, "attack_key": akey,
-                                           "references": dict(zip(self.card.concepts, data_keys["references"])),
+                                           "references": dict(zip(group.scored, data_keys["references"])),
                                            # what each stage cost when it was computed (also for reused ones)
                                            "cost": {stage: self.store.get(k).meta.get("cost")
                                                     for stage, k in (("start", start_key), ("immunize", mkey),
@@ -566,7 +561,7 @@ class Runner:
                     "group": group_name, "defense": defense, "attack": attack, "seed": seed, "stage": "cell", **failure}
 
         try:
-            parallel.run_jobs(self.cfg, phases, workers, list(loaded_plugin_files().values()),
+            parallel.run_jobs(Runner, self.cfg, phases, workers, list(loaded_plugin_files().values()),
                               self._plugin_modules(), self.progress, collect)
         except BrokenProcessPool as exc:
             self.log(f"a worker process died ({exc}); computing what is left in this process")
@@ -625,10 +620,11 @@ class Runner:
                 "judges": {role: {"judge": self.judge_versions[role], **self.judges[role].describe()}
                            for role in self.judges},
                 "sampler": self.sampler,
+                "metric_family": self.model.spec.metric_family,  # whose judges' labels the leaderboard shows
                 "others": {g: list(self.card.group(g).others) for g in self.groups},
                 "start_model": {**self.card.start_model.model_dump(),
-                                "preserve_prompts": {g: self.card.group(g).start_preserve_prompts(
-                                    self._erased(self.card.group(g)).targets) for g in self.groups}},
+                                "preserve_prompts": {g: self.card.group(g).start_preserve_prompts()
+                                                     for g in self.groups}},
                 # what every defense received (data.DefenseData): never the attack split, references or others
                 "defense_view": {
                     "defense_images": self.card.data.defense_images,
@@ -657,14 +653,6 @@ class Runner:
         }
         (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
         render_report(run_dir, store=self.store)
-
-
-def describe_failure(exc: BaseException) -> dict:
-    """A failed stage's reason (one line; out-of-memory named as such) and traceback, while handling ``exc``."""
-    reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
-    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
-        reason = f"out of memory: {reason}"
-    return {"reason": reason, "traceback": traceback.format_exc(limit=5)}
 
 
 class _cpu_threads:

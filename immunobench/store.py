@@ -15,7 +15,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import torch
 
@@ -29,6 +29,33 @@ def canonical(obj: Any) -> str:
 def artifact_key(stage: str, **inputs: Any) -> str:
     """Stable key of a stage from everything that determines its output."""
     return hashlib.sha256(canonical({"stage": stage, **inputs}).encode()).hexdigest()[:32]
+
+
+class ImageKey(NamedTuple):
+    """Which generations a stored image set holds: the concept prompted, at an attack step."""
+
+    step: int
+    concept: str
+
+
+# 2: image sets indexed by typed (step, concept) records in the meta (1: "step/concept" tensor names)
+IMAGE_SETS_FORMAT = 2
+
+
+def image_sets_artifact(images: Mapping[ImageKey, torch.Tensor]) -> tuple[dict, dict]:
+    """(meta, tensors) for ``Store.put``: the sets under opaque tensor names, their keys in the meta."""
+    index = [{"step": int(k.step), "concept": k.concept, "tensor": str(i)} for i, k in enumerate(images)]
+    tensors = {entry["tensor"]: x for entry, x in zip(index, images.values())}
+    return {"images_format": IMAGE_SETS_FORMAT, "images": index}, {"tensors": tensors}
+
+
+def read_image_sets(artifact: "Artifact") -> dict[ImageKey, torch.Tensor]:
+    """The image sets of an artifact written from ``image_sets_artifact``, by (step, concept)."""
+    if artifact.meta.get("images_format") != IMAGE_SETS_FORMAT:
+        raise ValueError(f"{artifact.path}: image sets in format {artifact.meta.get('images_format')}, "
+                         f"this code reads format {IMAGE_SETS_FORMAT}")
+    tensors = artifact.tensors()
+    return {ImageKey(e["step"], e["concept"]): tensors[e["tensor"]] for e in artifact.meta["images"]}
 
 
 class Artifact:

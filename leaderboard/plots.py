@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from immunobench.plugins import SIMILARITY_ROLES
+from immunobench.plugins import SIMILARITY_ROLES, metric_label
 
-ROLE_NAMES = {"C": "CLIP", "D": "DINO", "L": "LPIPS (1 − d)"}
+from .results import run_similarity_judges
 
 
 def _save(fig, path: Path) -> list[Path]:
@@ -40,6 +40,7 @@ def render_plots(run_dir: Path, results: pd.DataFrame, manifest: dict, store=Non
     if results.empty:
         return written
     defenses = list(dict.fromkeys(results.defense))
+    label = {role: metric_label(cls) for role, cls in run_similarity_judges(manifest).items()}
 
     # curves: mean over the group's targets and seeds
     fig, axes = plt.subplots(len(groups), 3, figsize=(12, 3 * len(groups)), squeeze=False)
@@ -57,7 +58,7 @@ def render_plots(run_dir: Path, results: pd.DataFrame, manifest: dict, store=Non
                     ax.plot(line.index, line.values, "--" if defense == "none" else "-", marker="o", ms=3,
                             label=f"{defense} ({attack})")
             ax.axvline(step, color="grey", lw=0.5)
-            ax.set_title(f"{group}: {ROLE_NAMES[role]}")
+            ax.set_title(f"{group}: {label[role]}")
             ax.set_xlabel("attack step")
             ax.set_ylabel("similarity to references")
             if i == 0 and j == 0:
@@ -81,7 +82,7 @@ def render_plots(run_dir: Path, results: pd.DataFrame, manifest: dict, store=Non
                 ax.bar(xs, stats["mean"], width, yerr=stats["std"].fillna(0), label=defense, capsize=2)
             ax.axhline(0, color="black", lw=0.5)
             ax.set_xticks([g + width * (len(shown) - 1) / 2 for g in range(len(groups))], groups)
-            ax.set_title(f"MSGR ({ROLE_NAMES[role]}) at step {step}, %")
+            ax.set_title(f"MSGR ({label[role]}) at step {step}, %")
             if j == 0:
                 ax.legend(fontsize=7)
         fig.tight_layout()
@@ -96,7 +97,7 @@ def _qualitative(plots: Path, manifest: dict, store, plt) -> list[Path]:
     """Reference / no defense / defenses after the attack, first seed and attack, per group."""
     import torch
 
-    from immunobench.store import Store
+    from immunobench.store import ImageKey, Store, read_image_sets
 
     store = store or Store(manifest["store"])
     cells = manifest.get("cells", [])
@@ -113,11 +114,16 @@ def _qualitative(plots: Path, manifest: dict, store, plt) -> list[Path]:
         if any(a is None for a in artifacts):
             print(f"plots: the store {store.root} no longer holds {group}'s images; qualitative grid skipped")
             continue
-        generated = [(cell["defense"], art.tensors()) for cell, art in zip(mine, artifacts[len(mine[0]["targets"]):])]
+        try:
+            generated = [(cell["defense"], read_image_sets(art))
+                         for cell, art in zip(mine, artifacts[len(mine[0]["targets"]):])]
+        except ValueError as exc:  # a run of an older release: its images are in another format
+            print(f"plots: {exc}; qualitative grid skipped")
+            continue
         columns = []
         for concept, ref in zip(mine[0]["targets"], artifacts):
             row = [("reference", ref.tensors()["images"][:3])]
-            row += [(defense, images[f"{step}/{concept}"][:3]) for defense, images in generated]
+            row += [(defense, images[ImageKey(step, concept)][:3]) for defense, images in generated]
             columns.append((concept, row))
         n_cols = len(columns[0][1])
         fig, axes = plt.subplots(len(columns), n_cols, figsize=(2.2 * n_cols, 1.0 * len(columns) + 0.6), squeeze=False)

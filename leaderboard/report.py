@@ -17,9 +17,9 @@ from pathlib import Path
 import pandas as pd
 
 from immunobench.metrics.scores import wilson_interval
-from immunobench.plugins import SIMILARITY_ROLES
+from immunobench.plugins import SIMILARITY_ROLES, metric_label
 
-ROLE_NAMES = {"C": "CLIP", "D": "DINO", "L": "LPIPS"}
+from .results import run_similarity_judges
 TIDY_COLUMNS = ["table", "defense", "attack", "metric", "group", "mean", "std", "n",
                 "ci_low", "ci_high", "images", "phase"]
 PHASES = ("start", "immunized", "after attack")  # the accuracy block's row order
@@ -82,9 +82,10 @@ def accuracy_table(df: pd.DataFrame, metric: str, groups: list[str], concepts: d
     return table
 
 
-def _markdown_block(tables: dict[str, pd.DataFrame], groups: list[str], higher_is_better: bool, digits: int,
+def _markdown_block(tables: dict[str, pd.DataFrame], groups: list[str], higher_is_better: dict[str, bool], digits: int,
                     row_label: str) -> list[str]:
-    """One markdown table; ``tables`` maps a row-suffix (e.g. a metric role) to its summary."""
+    """One markdown table; ``tables`` maps a row-suffix (e.g. a metric's label) to its summary, and
+    ``higher_is_better`` each suffix to the direction its best value is marked in."""
     columns = groups + ["mean"]
     lines = [f"| defense | {row_label} | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
     for suffix, table in tables.items():
@@ -94,7 +95,7 @@ def _markdown_block(tables: dict[str, pd.DataFrame], groups: list[str], higher_i
         for col in columns:
             vals = table[table.group == col]["mean"]
             if len(vals) > 1:
-                best[col] = vals.max() if higher_is_better else vals.min()
+                best[col] = vals.max() if higher_is_better[suffix] else vals.min()
         for (defense, attack), rows in table.groupby(["defense", "attack"], sort=False):
             cells = []
             for col in columns:
@@ -175,13 +176,18 @@ def leaderboard(results: pd.DataFrame, manifest: dict) -> tuple[str, pd.DataFram
              + (" (cells: mean ± std over seeds (number of seeds))" if len(seeds) > 1 else "") + f"; run {manifest['date']}.\n")
     lines, frames = [title], []
 
-    msgr = {ROLE_NAMES[r]: summary_table(defended, f"MSGR/{r}", groups) for r in SIMILARITY_ROLES}
+    # a metric's label and direction come from its plugin: MSGR and MRSGR of a similarity (higher =
+    # more alike) improve upwards, those of a distance would improve downwards
+    judges = run_similarity_judges(manifest)
+    label = {r: metric_label(judges[r]) for r in SIMILARITY_ROLES}
+    upwards = {label[r]: judges[r].higher_is_better for r in SIMILARITY_ROLES}
+    msgr = {label[r]: summary_table(defended, f"MSGR/{r}", groups) for r in SIMILARITY_ROLES}
     lines += ["## MSGR (%) ↑ — higher = stronger immunization (MIMA Tab. 1)", ""]
-    lines += _markdown_block(msgr, groups, True, 2, "metric") + [""]
-    mrsgr = {ROLE_NAMES[r]: summary_table(defended, f"MRSGR/{r}", groups) for r in SIMILARITY_ROLES}
+    lines += _markdown_block(msgr, groups, upwards, 2, "metric") + [""]
+    mrsgr = {label[r]: summary_table(defended, f"MRSGR/{r}", groups) for r in SIMILARITY_ROLES}
     if any(not t.empty for t in mrsgr.values()):
         lines += ["## MRSGR (%) ↑ — higher = other concepts stay as adaptable (MIMA Eq. 12)", ""]
-        lines += _markdown_block(mrsgr, groups, True, 2, "metric") + [""]
+        lines += _markdown_block(mrsgr, groups, upwards, 2, "metric") + [""]
         # MRSGR is a ratio of the others' to the targets' similarity, so it says nothing of the others' level
         lines += ["MRSGR compares the others with the targets only: it can be positive while the others' "
                   "accuracy collapses, so read it with the others' accuracy below.", ""]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pandas as pd
 
 from immunobench.metrics.scores import mean_accuracy, mrsgr, msgr
-from immunobench.plugins import SIMILARITY_ROLES
+from immunobench.plugins import SIMILARITY_ROLES, similarity_judges
 
 COLUMNS = ["task", "group", "concept", "defense", "attack", "seed", "step", "metric", "value"]
 
@@ -47,6 +47,17 @@ def derive_scores(rows: list[dict], card) -> pd.DataFrame:
                                     "value": mrsgr(paired_t, paired_o)})
     out = pd.concat([df, pd.DataFrame(derived, columns=COLUMNS)], ignore_index=True)
     return out.astype({"seed": int, "step": int, "value": float})
+
+
+def run_similarity_judges(manifest: dict) -> dict[str, type]:
+    """Role (C, D, L) → the similarity plugin that played it in a run (``label``, ``higher_is_better``):
+    the manifest's metric family, or (runs that predate it) its backbone's."""
+    family = manifest["resolved"].get("metric_family")
+    if family is None:
+        from immunobench.backbones import resolve_spec
+
+        family = resolve_spec(manifest["model"]["name"])[1].metric_family
+    return similarity_judges(family)
 
 
 def _per_concept(part: pd.DataFrame, metric: str, concepts) -> dict[str, float]:

@@ -239,33 +239,6 @@ class CachedWeightsBackend(Backend):
         return path
 
 
-class WorldJudgeBackend(Backend):
-    """A backend over one of the world's trained judges (``immunobench.world.judges``), loaded lazily."""
-
-    judge_name: str = ""
-    preprocess = WORLD_PREPROCESS
-
-    def __init__(self, device: str | torch.device = "cpu", batch_size: int | None = None, weights_dir: str | None = None):
-        super().__init__(device, batch_size)
-        self.weights_dir = weights_dir
-        self._judge = None
-
-    @property
-    def judge(self):
-        if self._judge is None:
-            from immunobench.world.judges import load_judge
-
-            self._judge = load_judge(self.judge_name, self.weights_dir)
-        return self._judge
-
-    def _load(self) -> torch.nn.Module:
-        return self.judge.model
-
-    def weights_info(self) -> dict[str, Any]:
-        cfg = self.judge.config
-        return {"judge": self.judge_name, "sha256": cfg.get("weights_sha256"), "architecture": cfg.get("architecture")}
-
-
 class EmbeddingSimilarity(Backend):
     """M(a, b) = cosine similarity of L2-normalised embeddings, for every pair."""
 

@@ -15,8 +15,9 @@ import torch
 from immunobench.plugins import Classifier, register_metric
 
 from ._preprocess import (
-    IMAGENET_MEAN, IMAGENET_STD, Backend, CachedWeightsBackend, Preprocess, WorldJudgeBackend, batches, torch_hub_cached,
+    IMAGENET_MEAN, IMAGENET_STD, Backend, CachedWeightsBackend, Preprocess, batches, torch_hub_cached,
 )
+from ._world import WorldJudgeBackend
 
 RESNET50_URL = "https://download.pytorch.org/models/resnet50-11ad3fa6.pth"  # ResNet50_Weights.IMAGENET1K_V2
 

@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from immunobench.plugins import Similarity, register_metric
 
 from ._preprocess import (
-    OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, CachedWeightsBackend, EmbeddingSimilarity, Preprocess, WorldJudgeBackend, hf_cached,
+    OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, CachedWeightsBackend, EmbeddingSimilarity, Preprocess, hf_cached,
 )
+from ._world import WorldJudgeBackend
 
 CLIP_HF_REPO = "timm/vit_base_patch32_clip_224.openai"
 CLIP_HF_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -29,6 +30,8 @@ class OpenAIClip(CachedWeightsBackend, EmbeddingSimilarity, Similarity):
     """CLIP ViT-B/32 (OpenAI) image-feature cosine similarity, as in MIMA/IMMA (open_clip, local cache only)."""
 
     version = "1"
+    label = "CLIP"
+    higher_is_better = True
     preprocess = Preprocess(
         size=224, interpolation="bicubic", mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD,
         source="open_clip ViT-B-32 'openai': Resize(224, bicubic, shorter side) + CenterCrop(224) + OpenAI CLIP mean/std",
@@ -62,6 +65,8 @@ class WorldClip(WorldJudgeBackend, EmbeddingSimilarity, Similarity):
     """The world's CLIP stand-in: a tiny open_clip CLIP trained on the world's image-caption pairs."""
 
     version = "1"
+    label = "CLIP"
+    higher_is_better = True
     judge_name = "clip-world"
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:

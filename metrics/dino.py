@@ -15,8 +15,9 @@ import torch
 from immunobench.plugins import Similarity, register_metric
 
 from ._preprocess import (
-    IMAGENET_MEAN, IMAGENET_STD, CachedWeightsBackend, EmbeddingSimilarity, Preprocess, WorldJudgeBackend, hf_cached, torch_hub_cached,
+    IMAGENET_MEAN, IMAGENET_STD, CachedWeightsBackend, EmbeddingSimilarity, Preprocess, hf_cached, torch_hub_cached,
 )
+from ._world import WorldJudgeBackend
 
 DINO_MODEL = "vit_small_patch16_224.dino"
 DINO_HF_REPO = "timm/vit_small_patch16_224.dino"
@@ -29,6 +30,8 @@ class Dino(CachedWeightsBackend, EmbeddingSimilarity, Similarity):
     """DINO ViT-S/16 CLS-feature cosine similarity (timm, local cache only)."""
 
     version = "1"
+    label = "DINO"
+    higher_is_better = True
     preprocess = Preprocess(
         size=224, interpolation="bicubic", mean=IMAGENET_MEAN, std=IMAGENET_STD,
         source="DINO ViT-S/16 (timm vit_small_patch16_224.dino): Resize(224, bicubic) + CenterCrop(224) + ImageNet mean/std",
@@ -61,6 +64,8 @@ class WorldDino(WorldJudgeBackend, EmbeddingSimilarity, Similarity):
     """The world's DINO stand-in: a small timm ViT trained by DINO self-distillation on the world's renders."""
 
     version = "1"
+    label = "DINO"
+    higher_is_better = True
     judge_name = "dino-world"
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:

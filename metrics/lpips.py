@@ -24,8 +24,9 @@ from immunobench.errors import BackboneError
 from immunobench.plugins import Similarity, register_metric
 
 from ._preprocess import (
-    IMAGENET_MEAN, IMAGENET_STD, Backend, CachedWeightsBackend, Preprocess, WorldJudgeBackend, torch_hub_cached,
+    IMAGENET_MEAN, IMAGENET_STD, Backend, CachedWeightsBackend, Preprocess, torch_hub_cached,
 )
+from ._world import WorldJudgeBackend
 
 ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
 
@@ -54,6 +55,8 @@ class Lpips(CachedWeightsBackend, _LpipsBackend, Similarity):
     """1 − LPIPS(alex, v0.1) distance (the lpips package; AlexNet weights from the local torch cache)."""
 
     version = "1"
+    label = "LPIPS (1 − d)"
+    higher_is_better = True  # 1 − distance: higher = more alike, as for C and D
     preprocess = Preprocess(
         size=None, mean=IMAGENET_MEAN, std=IMAGENET_STD,
         source="lpips v0.1 ScalingLayer (ImageNet mean/std for [-1, 1] inputs), native resolution",
@@ -101,4 +104,6 @@ class WorldLpips(WorldJudgeBackend, _LpipsBackend, Similarity):
     """The world's LPIPS stand-in: LPIPS over the world classifier's trunk, uniform channel weights."""
 
     version = "1"
+    label = "LPIPS (1 − d)"
+    higher_is_better = True  # 1 − distance: higher = more alike, as for C and D
     judge_name = "lpips-world"

@@ -17,7 +17,8 @@ def _propagated(row: dict, measured: dict) -> float:
     from immunobench.cards import get_card
 
     metric, step, defense = row["metric"], row["step"], row["defense"]
-    targets = get_card("relearn-style").groups[GROUP]
+    group = get_card("relearn-style").group(GROUP)
+    targets = group.targets
     if metric.startswith("acc/"):
         return TOLERANCE
     role = metric.split("/")[1]
@@ -30,7 +31,7 @@ def _propagated(row: dict, measured: dict) -> float:
                  for c in targets]
         return 100 * TOLERANCE * sum(terms) / len(terms)
     if metric.startswith("MRSGR/"):  # 100 (1 − T̄ / Ō)
-        others = [c for c in get_card("relearn-style").concepts if c not in targets]
+        others = group.others
         t = sum(value(c, f"paired/{role}") for c in targets) / len(targets)
         o = sum(value(c, f"paired/{role}") for c in others) / len(others)
         return 100 * TOLERANCE * (1 / abs(o) + abs(t) / o**2)

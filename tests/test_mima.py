@@ -95,6 +95,7 @@ def test_paper_defaults_and_presets_resolve_in_order():
 
 def _view(tiny_sd, task, group_name, images_per=1):
     from immunobench.captions import all_card_names, generic_captions
+    from immunobench.plugins import get_backbone
     from immunobench.cards import get_card
     from immunobench.data import ConceptImages, defense_view
 
@@ -104,7 +105,7 @@ def _view(tiny_sd, task, group_name, images_per=1):
     images = {c: ConceptImages(torch.rand(images_per, 3, res, res, generator=g) * 2 - 1,
                                [group.prompt(c, "defense")] * images_per) for c in group.targets}
     reg = ConceptImages(torch.rand(images_per, 3, res, res, generator=g) * 2 - 1, [group.card.regularization.prompt] * images_per)
-    captions, source = generic_captions("world", all_card_names())
+    captions, source = generic_captions(get_backbone("tiny-sd")(), all_card_names())
     return group, defense_view(group, images, reg, tuple(captions), source)
 
 

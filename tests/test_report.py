@@ -184,3 +184,24 @@ def test_world_check_uses_the_same_wilson_interval():
 
     assert check.wilson_interval is wilson_interval
     assert check.Z95 == pytest.approx(1.959964, abs=1e-6)
+
+
+def test_metric_labels_and_best_direction_come_from_the_metric_plugins(monkeypatch):
+    """The L row is named by the plugin's ``label``; its best cell follows the plugin's ``higher_is_better``."""
+    from immunobench.metrics.clip import WorldClip
+    from immunobench.metrics.lpips import WorldLpips
+
+    rows = [{"task": "relearn-style", "group": "g1", "concept": "*", "attack": "lora", "seed": 0, "step": 400,
+             "defense": defense, "metric": f"MSGR/{role}", "value": value}
+            for defense, value in (("imma", 10.0), ("mima", 30.0)) for role in "CDL"]
+    manifest = {**_manifest(seeds=[0]), "resolved": {**_manifest(seeds=[0])["resolved"], "groups": ["g1"]}}
+    text, _ = leaderboard(pd.DataFrame(rows), manifest)
+    assert WorldLpips.label == "LPIPS (1 − d)" and WorldClip.higher_is_better
+    assert "| mima (lora) | LPIPS (1 − d) | **30.00** |" in text and "| imma (lora) | LPIPS (1 − d) | 10.00 |" in text
+
+    monkeypatch.setattr(WorldLpips, "higher_is_better", False)  # as a distance would declare
+    monkeypatch.setattr(WorldLpips, "label", "LPIPS distance")
+    text, tidy = leaderboard(pd.DataFrame(rows), manifest)
+    assert "| imma (lora) | LPIPS distance | **10.00** |" in text and "| mima (lora) | LPIPS distance | 30.00 |" in text
+    assert "| mima (lora) | CLIP | **30.00** |" in text  # the others keep their own direction
+    assert set(tidy[tidy.table == "MSGR"].metric) == {"CLIP", "DINO", "LPIPS distance"}

@@ -298,3 +298,42 @@ def test_others_are_scored_before_the_attack_and_after(finished):
     others = runner.card.group(GROUP).others
     step0 = results[(results.step == 0) & (results.metric == "acc") & (results.defense == "mima")]
     assert set(others) <= set(step0.concept)  # every other concept judged on the immunized model
+
+
+def test_a_cards_explicit_others_are_what_is_generated_scored_recorded_and_reported(small_card, tmp_path):
+    """``others: [...]`` in the card: the runner draws references and evaluations of exactly those (and
+    the targets), scores them, the manifest records them and the leaderboard's others block is theirs."""
+    from immunobench.store import ImageKey, read_image_sets
+
+    card = yaml.safe_load(small_card.read_text())
+    targets = card["groups"][GROUP]
+    unscored = [c for c in card["concepts"] if c not in targets]
+    chosen = [unscored[3], unscored[0]]  # in the list's order, not the card's
+    card.update(task="relearn-others", others=chosen)
+    path = tmp_path / "relearn-others.yaml"
+    path.write_text(yaml.safe_dump(card, sort_keys=False))
+    runner = Runner(_config(path, tmp_path, name="r-others"), Progress(False), log=lambda _: None)
+    run_dir = runner.run()
+    group = runner.card.group(GROUP)
+    others = chosen
+    assert list(group.others) == others and set(group.scored) == {*targets, *others}
+
+    results = pd.read_parquet(run_dir / "results.parquet")
+    assert set(results[results.concept != "*"].concept) == {*targets, *others}
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["resolved"]["others"] == {GROUP: others}
+    assert manifest["resolved"]["start_model"]["preserve_prompts"][GROUP] == [group.prompt(c) for c in others]
+    for cell in manifest["cells"]:
+        assert set(cell["references"]) == {*targets, *others}
+        # the attack's generations are keyed by typed (step, concept) records
+        stored = read_image_sets(runner.store.get(cell["attack_key"]))
+        assert set(stored) == ({ImageKey(s, c) for s in runner.checkpoints for c in targets}
+                               | {ImageKey(s, c) for s in (0, runner.report_step) for c in others})
+    acc = results[(results.metric == "acc") & (results.defense == "mima") & (results.step == runner.report_step)]
+    mean_others = acc[acc.concept.isin(others)].value.mean()
+    star = results[(results.concept == "*") & (results.defense == "mima") & (results.step == runner.report_step)]
+    assert star[star.metric == "acc/others"].value.item() == pytest.approx(mean_others)
+    tidy = pd.read_csv(run_dir / "leaderboard.csv")
+    row = tidy[(tidy.table == "accuracy") & (tidy.metric == "others") & (tidy.group == GROUP)
+               & (tidy.phase == "after attack") & (tidy.defense == "mima")]
+    assert row.images.item() == 2 * len(others)  # eval images × the card's others × one seed

@@ -44,3 +44,23 @@ def test_unfinished_writes_are_invisible_and_cleaned(tmp_path):
     fresh = tmp_path / "tmp" / f"{key}.live"
     fresh.mkdir()
     assert store.clean_temporary() == 0 and fresh.exists()  # a live writer's folder is left alone
+
+
+def test_image_sets_are_keyed_by_typed_step_and_concept_records(tmp_path):
+    import pytest
+
+    from immunobench.store import IMAGE_SETS_FORMAT, ImageKey, image_sets_artifact, read_image_sets
+
+    store = Store(tmp_path)
+    images = {ImageKey(0, "claude-monet"): torch.zeros(2, 3, 4, 4, dtype=torch.uint8),
+              ImageKey(400, "a/b concept"): torch.ones(2, 3, 4, 4, dtype=torch.uint8)}  # no separator to trip on
+    meta, tensors = image_sets_artifact(images)
+    art = store.put(artifact_key("attack", n=1), {"attack": "lora", **meta}, tensors)
+    back = read_image_sets(art)
+    assert list(back) == list(images) and all(isinstance(k, ImageKey) for k in back)
+    assert all(torch.equal(back[k], images[k]) for k in images)
+    assert back[ImageKey(400, "a/b concept")].sum() == 2 * 3 * 4 * 4
+    # an artifact of the earlier "step/concept" format is refused, never parsed into wrong keys
+    old = store.put(artifact_key("attack", n=0), {"attack": "lora"}, {"tensors": {"0/claude-monet": images[ImageKey(0, "claude-monet")]}})
+    with pytest.raises(ValueError, match=f"format None, this code reads format {IMAGE_SETS_FORMAT}"):
+        read_image_sets(old)

@@ -14,7 +14,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..cards import with_article
-from .concepts import get_concept
+from .concepts import OTHER_ARTISTS, OTHER_OBJECTS, get_concept
 from .render import DEFAULT_SIZE, Plan, plan, render
 from .rng import stream
 from .scenes import SCENE_WORDS
@@ -75,3 +75,15 @@ def _describe(p: Plan, rng: np.random.Generator, identifier: str) -> str:
         subject = with_article(get_concept(p.object_id).name) if p.scene == "object" else SCENE_WORDS[p.scene]
         return STYLE_SUBJECT_TEMPLATES[int(rng.integers(len(STYLE_SUBJECT_TEMPLATES)))].format(subject=subject, artist=c.name)
     return STYLE_TEMPLATES[int(rng.integers(len(STYLE_TEMPLATES)))].format(artist=c.name)
+
+
+def generic_pool() -> tuple[list[str], str]:
+    """tiny-sd's generic caption pool (``BackboneSpec.captions``): the world's caption language over the
+    artists and objects no card scores → (captions, source line); ``immunobench.captions`` filters it."""
+    artists = [get_concept(a).name for a in OTHER_ARTISTS]
+    objects = [with_article(get_concept(o).name) for o in OTHER_OBJECTS]
+    out = [t.format(artist=a) for a in artists for t in STYLE_TEMPLATES]
+    out += [t.format(subject=s, artist=a) for a in artists for s in (*objects, *SCENE_WORDS.values())
+            for t in STYLE_SUBJECT_TEMPLATES]
+    out += [t.format(object=o) for o in objects for t in OBJECT_TEMPLATES]
+    return out, "world captions of concepts no card scores (immunobench.captions)"

@@ -35,10 +35,11 @@ import torch
 from ..backbones import Backbone, load_backbone
 from ..cards import ConceptGroup, get_card
 from ..data import ConceptImages, TaskData, start_model_view
-from ..diffusion import decode_latents, encode_images, sample
+from ..diffusion import sample
 from ..plugins import configure, get_attack, get_defense, get_metric, judges_for
 from ..progress import Progress
 from ..metrics.scores import Z95, wilson_interval  # shared with the leaderboard
+from .common import reconstruct, reference_images
 
 # Seeds of generated images: the attacker's 20 and the evaluation's are disjoint (IMMA's split).
 ATTACK_SEEDS = range(0, 20)
@@ -131,14 +132,6 @@ def relearn(erased: Backbone, data: TaskData, judges: _Judges, group: ConceptGro
     return relearned
 
 
-def reference_images(instance: str, size: int | None = None) -> torch.Tensor:
-    """A personal instance's reference views as a batch in [-1, 1] (the renderer's size by default)."""
-    from .render import reference_views
-
-    views = reference_views(instance) if size is None else reference_views(instance, size=size)
-    return torch.stack([torch.tensor(v).permute(2, 0, 1).float() / 127.5 - 1 for v in views])
-
-
 def instance_group(instance: str) -> ConceptGroup:
     """The first personalization group (card order) that has ``instance`` among its targets."""
     card = get_card("personalization")
@@ -166,12 +159,6 @@ def personalize(model: Backbone, instance: str, judges: _Judges, lora_cfg, check
         if on_checkpoint is not None:
             on_checkpoint(step, gen)
     return sims, refs, gen
-
-
-@torch.no_grad()
-def reconstruct(model: Backbone, images: torch.Tensor) -> torch.Tensor:
-    """``images`` encoded and decoded by the model's VAE."""
-    return decode_latents(model, encode_images(model, images))
 
 
 @torch.no_grad()

@@ -65,7 +65,7 @@ from ..progress import Progress
 from . import captions as world_captions
 from .concepts import CONCEPTS, OBJECTS, STYLES, get_concept
 from .render import render
-from .train import cosine_with_warmup
+from .common import cosine_with_warmup
 
 JUDGES = ("classifier-world", "lpips-world", "clip-world", "dino-world")
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights" / "judges"

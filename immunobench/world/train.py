@@ -11,7 +11,6 @@ The result is saved in SD's diffusers layout and loads through the same loader a
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from ..backbones import Backbone
 from ..architecture import SDArchitecture, build_components, save_components
 from ..diffusion import diffusion_loss, encode_images, tokenize
 from ..progress import Progress
+from .common import cosine_with_warmup, reconstruct, reference_images
 
 
 # tiny-sd: UNet (32, 64) at 64 px over 16×16 latents — measured ~80 ms per batch-8 step on
@@ -104,13 +104,6 @@ def _to_tensor(images: Sequence[np.ndarray]) -> torch.Tensor:
     return x / 127.5 - 1.0
 
 
-def cosine_with_warmup(step: int, total: int, warmup: int = 200) -> float:
-    """LR factor: linear warm-up, then cosine decay to 0 at ``total`` (stateless, so resuming is exact)."""
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-
 def random_crops(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
     """One random ``size``×``size`` crop of each image (offsets drawn from ``generator``)."""
     h, w = images.shape[-2:]
@@ -172,7 +165,6 @@ def reference_reconstruction_mse(model: Backbone, size: int) -> float:
     Personalization can reach only what the VAE decodes: seeds 1 and 2 of world v2 reconstruct the
     purse as a pale blue purse, not the purple polka-dot instance (benchmarks/vae_reconstruction.py).
     """
-    from .check import reconstruct, reference_images
     from .concepts import CONCEPTS
 
     refs = torch.cat([reference_images(c.id, size) for c in CONCEPTS.values() if c.kind == "instance"]).to(model.device)
