@@ -23,3 +23,7 @@ class PluginError(UserError):
 
 class BackboneError(UserError):
     """A model that cannot be loaded as it is: missing offline, pickled, or inconsistent."""
+
+
+class ConfigError(UserError):
+    """A plugin config value (``--set`` or a caller's override) that its field's type refuses."""
