@@ -195,8 +195,9 @@ class Runner:
         return self.resolved_config(cls, name).config
 
     def resolved_config(self, cls, name: str) -> Resolved:
-        """The plugin's config on this backbone and task kind: paper default, presets, then ``--set``."""
-        return resolve_config(cls, self.model.name, self.card.kind, self.cfg.overrides.get(name),
+        """The plugin's config on this backbone and task kind: paper default, presets, then ``--set``.
+        Needs no loaded model (``cfg.model`` is the name ``load_backbone`` gives it), so it can run first."""
+        return resolve_config(cls, self.cfg.model, self.card.kind, self.cfg.overrides.get(name),
                               origin=lambda field, value: f"--set {name}.{field}={value}")
 
     # --- store helpers ---------------------------------------------------------------------
