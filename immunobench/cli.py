@@ -255,14 +255,17 @@ def cmd_show(args: argparse.Namespace) -> None:
 def _show_config(plugin_cls, args: argparse.Namespace) -> None:
     """Each config field: allowed values, paper default, every preset's value, help; with --model or
     --task also the value in force on that backbone (default tiny-sd) for that task's kind (default: each kind)."""
-    from .config import options, task_kinds
-    from .plugins import resolve_config
+    from .config import options, task_kinds, validate
+    from .plugins import plugin_label, resolve_config
 
-    fields_ = options(getattr(plugin_cls, "Config", object))
+    config_cls = getattr(plugin_cls, "Config", object)
+    fields_ = options(config_cls)
     if not fields_:
         print("\nno options")
         return
-    presets = getattr(plugin_cls, "presets", {}) or {}
+    label = plugin_label(plugin_cls)
+    presets = {key: validate(config_cls, values, label, lambda f, v: label)  # as they apply: "2e-5" → 2e-05
+               for key, values in (getattr(plugin_cls, "presets", {}) or {}).items()}
     in_force = []
     if args.model or args.task:
         from .cards import get_card

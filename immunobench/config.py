@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Annotated, Callable, Iterable, Literal, Union
 
 import yaml
-from pydantic import TypeAdapter, ValidationError
+from pydantic import PydanticSchemaGenerationError, TypeAdapter, ValidationError
 
 from .errors import ConfigError, PluginError
 
@@ -77,9 +77,22 @@ def options(config_cls: type) -> tuple[Option, ...]:
     return tuple(out)
 
 
-@functools.lru_cache(maxsize=None)
 def _adapter(tp: Any) -> TypeAdapter:
-    return TypeAdapter(tp)
+    try:
+        return _cached_adapter(tp)
+    except TypeError:  # an unhashable annotation: build it afresh
+        return _new_adapter(tp)
+
+
+def _new_adapter(tp: Any) -> TypeAdapter:
+    try:
+        return TypeAdapter(tp)
+    except PydanticSchemaGenerationError as exc:
+        raise PluginError(f"config field type {describe_type(tp)} cannot be validated; use plain types "
+                          "(int, float, str, bool, Literal, tuple, None)") from exc
+
+
+_cached_adapter = functools.lru_cache(maxsize=None)(_new_adapter)
 
 
 def _coerce(option: Option, value: Any) -> Any:
@@ -126,6 +139,8 @@ def validate(config_cls: type, values: dict, plugin: str, where: Callable[[str, 
         option = known[name]
         try:
             out[name] = _coerce(option, value)
+        except PluginError as exc:  # the field's type itself is unusable: the plugin's fault
+            raise PluginError(f"{plugin}: Config.{name}: {exc}") from None
         except _Invalid as exc:
             close = difflib.get_close_matches(str(value), _choices(option.type), n=1, cutoff=0.5)
             hint = f". Did you mean {close[0]!r}?" if close else ""
@@ -172,7 +187,7 @@ def resolve(plugin_cls: type, plugin: str, backbone: str, kind: str, overrides: 
             origin: Callable[[str, Any], str] | None = None) -> Resolved:
     """The config in force: paper defaults, then presets for the kind, the backbone and both, then
     ``overrides`` (later wins). ``origin(field, value)`` names an override in errors."""
-    config_cls = plugin_cls.Config
+    config_cls = getattr(plugin_cls, "Config", object)
     presets = getattr(plugin_cls, "presets", {}) or {}
     where = origin or (lambda name, value: f"{plugin}: {name}={value!r}")
     applied: dict[str, dict] = {}
@@ -195,7 +210,11 @@ def check_plugin(plugin: str, plugin_cls: type) -> None:
     """At registration: the Config's fields resolve and their defaults validate, and every preset's
     key is shaped as a task kind, a backbone or "backbone/kind" and its values validate."""
     config_cls = getattr(plugin_cls, "Config", object)
-    for option in options(config_cls):
+    try:
+        fields_ = options(config_cls)
+    except PluginError as exc:
+        raise PluginError(f"{plugin}: {exc}") from None
+    for option in fields_:
         validate(config_cls, {option.name: option.default}, plugin,
                  lambda n, v: f"{plugin}: Config.{n} default {v!r}", error=PluginError)
     presets = getattr(plugin_cls, "presets", {}) or {}
@@ -218,7 +237,7 @@ def check_preset_backbones(plugin: str, plugin_cls: type, backbones: Iterable[st
     backbones, kinds = sorted(backbones), task_kinds()
     for key in getattr(plugin_cls, "presets", {}) or {}:
         backbone = key.rpartition("/")[0] or key
-        if (key in kinds) or backbone in backbones:
+        if key in kinds or backbone in backbones:
             continue
         close = difflib.get_close_matches(backbone, [*backbones, *kinds], n=3, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
