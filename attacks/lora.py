@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Annotated, Iterator
 
 import torch
+from pydantic import Field
 
 from immunobench.diffusion import diffusion_loss, encode_images, encode_prompts
 from immunobench.plugins import Attack, Constraints, register_attack
@@ -26,19 +27,17 @@ from immunobench.plugins import Attack, Constraints, register_attack
 
 @dataclass(frozen=True)
 class LoRAConfig:
-    rank: int = field(default=4, metadata={"help": "LoRA rank (IMMA/MIMA scripts: 4)"})
-    lr: float = field(default=1e-4, metadata={"help": "learning rate (IMMA run_lora.sh, diffusers README)"})
-    batch_size: int = field(default=4, metadata={"help": "MIMA §5.1: batch size four"})
-    target_modules: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
-    weight_decay: float = 1e-2
-    max_grad_norm: float = 1.0
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.rank < 1:
-            raise ValueError(f"`rank` must be >= 1, got {self.rank}")
-        if self.batch_size < 1:
-            raise ValueError(f"`batch_size` must be >= 1, got {self.batch_size}")
+    rank: Annotated[int, Field(ge=1)] = field(default=4, metadata={"help": "LoRA rank (IMMA/MIMA scripts: 4)"})
+    lr: Annotated[float, Field(gt=0)] = field(default=1e-4, metadata={
+        "help": "learning rate (IMMA run_lora.sh, diffusers README)"})
+    batch_size: Annotated[int, Field(ge=1)] = field(default=4, metadata={"help": "MIMA §5.1: batch size four"})
+    target_modules: tuple[str, ...] = field(default=("to_q", "to_k", "to_v", "to_out.0"), metadata={
+        "help": "attention projections that get an adapter (diffusers train_text_to_image_lora.py)"})
+    weight_decay: Annotated[float, Field(ge=0)] = field(default=1e-2, metadata={
+        "help": "AdamW weight decay (train_text_to_image_lora.py)"})
+    max_grad_norm: Annotated[float, Field(gt=0)] = field(default=1.0, metadata={
+        "help": "gradient-norm clip (train_text_to_image_lora.py)"})
+    seed: int = field(default=0, metadata={"help": "seed of the adapters' init, batches and noise (the runner sets it per cell)"})
 
 
 @register_attack("lora")

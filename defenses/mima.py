@@ -36,9 +36,10 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
+from pydantic import Field
 
 from immunobench.diffusion import (
     concept_rows, diffusion_loss, encode_images, encode_prompts, second_order_attention, select_parameters,
@@ -51,29 +52,28 @@ from immunobench.plugins import Defense, Immunized, register_defense
 @dataclass(frozen=True)
 class MIMAConfig:
     # MIMA App. D: re-learning "learning rate 3e-5, 300 training steps, batch size of 1".
-    outer_lr: float = field(default=3e-5, metadata={"help": "AdamW lr of the outer (upper-level) step"})
-    steps: int = field(default=300, metadata={"help": "outer steps"})
+    outer_lr: Annotated[float, Field(gt=0)] = field(default=3e-5, metadata={
+        "help": "AdamW lr of the outer (upper-level) step"})
+    steps: Annotated[int, Field(ge=0)] = field(default=300, metadata={"help": "outer steps"})
     # relearn_train.sh: learning_rate_inner 5e-6, doubled by --scale_lr with prior preservation.
-    inner_lr: float = field(default=1e-5, metadata={"help": "SGD lr of the unrolled inner step"})
-    prior_weight: float = field(default=1.0, metadata={
+    inner_lr: Annotated[float, Field(ge=0)] = field(default=1e-5, metadata={
+        "help": "SGD lr of the unrolled inner step"})
+    prior_weight: Annotated[float, Field(ge=0)] = field(default=1.0, metadata={
         "help": "λ_prior of the inner and outer losses (released scripts: 1; Algorithm 1: 0)"})
     lower_params: str = field(default="xattn", metadata={"help": "S^l, a named parameter set"})
     upper_params: str = field(default="xattn", metadata={"help": "S^u: all attn2 tensors (released code)"})
-    ridge_rel: float = field(default=1e-4, metadata={"help": "merge ridge, relative to trace(Q)/c"})
-    max_grad_norm: float = 1.0
-    weight_decay: float = 1e-2
+    ridge_rel: Annotated[float, Field(ge=0)] = field(default=1e-4, metadata={
+        "help": "merge ridge, relative to trace(Q)/c"})
+    max_grad_norm: Annotated[float, Field(gt=0)] = field(default=1.0, metadata={
+        "help": "gradient-norm clip of the outer step"})
+    weight_decay: Annotated[float, Field(ge=0)] = field(default=1e-2, metadata={
+        "help": "AdamW weight decay of the outer step"})
     merge_rows: Literal["concept", "prompt"] = field(default="concept", metadata={
         "help": "rows of C per target: concept = its own tokens and EOS; prompt = every row of its prompt"})
     # reference/methods.md §2: the released train.py draws 200 captions for C_reg on every inner step
-    regularization_captions: int = field(default=200, metadata={
+    regularization_captions: Annotated[int, Field(ge=0)] = field(default=200, metadata={
         "help": "|C_reg| generic captions taken from the defense view (plus the card's regularization prompt)"})
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.steps < 0 or self.outer_lr <= 0 or self.inner_lr < 0 or self.regularization_captions < 0:
-            raise ValueError("steps and regularization_captions must be >= 0, outer_lr > 0 and inner_lr >= 0")
-        if self.merge_rows not in ("concept", "prompt"):
-            raise ValueError(f"merge_rows must be 'concept' or 'prompt', not {self.merge_rows!r}")
+    seed: int = field(default=0, metadata={"help": "seed of the defense's batches and noise (the runner sets it per cell)"})
 
 
 # Per (backbone, task kind) adjustments of the paper's SD defaults; later keys override earlier ones.

@@ -41,9 +41,10 @@ artist) draws a generic artwork for it, and "art" erased Monet there where "" le
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
+from pydantic import Field
 
 from immunobench.diffusion import select_parameters, tokenize
 from immunobench.plugins import Defense, Immunized, register_defense
@@ -51,10 +52,10 @@ from immunobench.plugins import Defense, Immunized, register_defense
 
 @dataclass(frozen=True)
 class UCEConfig:
-    erase_scale: float = field(default=1.0, metadata={"help": "s_e (train_erase.py default)"})
-    preserve_scale: float | None = field(
+    erase_scale: Annotated[float, Field(ge=0)] = field(default=1.0, metadata={"help": "s_e (train_erase.py default)"})
+    preserve_scale: Annotated[float, Field(ge=0)] | None = field(
         default=None, metadata={"help": "s_p; None = max(0.1, 1/|preserve|) as train_erase.py"})
-    lam: float = field(default=0.5, metadata={"help": "λ, pull towards the original W (train_erase.py)"})
+    lam: Annotated[float, Field(ge=0)] = field(default=0.5, metadata={"help": "λ, pull towards the original W (train_erase.py)"})
     guide: str | None = field(
         default=None, metadata={"help": "guide concept; None = style_guide for styles, '' (unconditional) otherwise"})
     style_guide: str = field(default="art", metadata={"help": "guide for styles (train_erase.py: 'art')"})

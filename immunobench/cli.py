@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import fields, is_dataclass
+from dataclasses import fields
 from typing import Sequence
 
 from . import __version__
@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", parents=[common], help="show one task card or plugin")
     p.add_argument("kind", choices=("task", "defense", "attack", "metric", "backbone"))
     p.add_argument("name", help="a registered name; a task may be a card file, a backbone a hub id or folder")
+    p.add_argument("--model", help="also print each option's value in force on this backbone (default with --task: tiny-sd)")
+    p.add_argument("--task", help="also print each option's value in force for this task card's kind")
     return parser
 
 
@@ -123,16 +125,15 @@ def _load_plugins(args: argparse.Namespace) -> None:
 
 
 def _parse_overrides(items: list[str]) -> dict:
-    """``mima.steps=100`` → {"mima": {"steps": 100}}; values parse as YAML scalars (numbers, bools)."""
-    import yaml
-
+    """``mima.steps=100`` → {"mima": {"steps": "100"}}; the plugin's config coerces each value by its
+    field's type (``immunobench.config``), so ``mima.steps=abc`` fails there, naming what is allowed."""
     out: dict = {}
     for item in items:
         key, sep, value = item.partition("=")
         plugin, dot, name = key.partition(".")
         if not sep or not dot or not plugin or not name:
             raise UserError(f"--set {item!r}: expected PLUGIN.FIELD=VALUE, e.g. mima.steps=100")
-        out.setdefault(plugin, {})[name] = yaml.safe_load(value)
+        out.setdefault(plugin, {})[name] = value
     return out
 
 
@@ -232,6 +233,8 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> None:
+    if args.kind in ("task", "backbone") and (args.model or args.task):
+        raise UserError(f"--model and --task apply to `show defense|attack|metric`, not to `show {args.kind}`")
     if args.kind == "task":
         from .cards import get_card
 
@@ -246,12 +249,43 @@ def cmd_show(args: argparse.Namespace) -> None:
     obj = registry.get(args.name)
     print(f"{args.kind} {args.name} (version {obj.version}) from {registry.origin(args.name)}")
     print((obj.__doc__ or "").strip())
-    config = getattr(obj, "Config", None)
-    if is_dataclass(config):
-        rows = [(f.name, repr(f.default), f.metadata.get("help", "")) for f in fields(config)]
-        _table(("option", "default", "help"), rows)
-    for key, values in getattr(obj, "presets", {}).items():
-        print(f"preset {key}: " + ", ".join(f"{k}={v!r}" for k, v in values.items()))
+    _show_config(obj, args)
+
+
+def _show_config(plugin_cls, args: argparse.Namespace) -> None:
+    """Each config field: allowed values, paper default, every preset's value, help; with --model or
+    --task also the value in force on that backbone (default tiny-sd) for that task's kind (default: each kind)."""
+    from .config import options, task_kinds, validate
+    from .plugins import plugin_label, resolve_config
+
+    config_cls = getattr(plugin_cls, "Config", object)
+    fields_ = options(config_cls)
+    if not fields_:
+        print("\nno options")
+        return
+    label = plugin_label(plugin_cls)
+    presets = {key: validate(config_cls, values, label, lambda f, v: label)  # as they apply: "2e-5" → 2e-05
+               for key, values in (getattr(plugin_cls, "presets", {}) or {}).items()}
+    in_force = []
+    if args.model or args.task:
+        from .cards import get_card
+
+        model = args.model or "tiny-sd"
+        kinds = [get_card(args.task, args.include_path).kind] if args.task else list(task_kinds())
+        in_force = [(f"{model}, {kind}", resolve_config(plugin_cls, model, kind)) for kind in kinds]
+    print(f"\noptions (override with --set {args.name}.FIELD=VALUE; presets apply by task kind, backbone, "
+          "then backbone/kind):")
+    for f in fields_:
+        print(f"\n  {f.name}: {f.allowed}")
+        if f.help:
+            print(f"      {f.help}")
+        print(f"      paper default: {f.default!r}")
+        for key, values in presets.items():
+            if f.name in values:
+                print(f"      preset {key}: {values[f.name]!r}")
+        for where, resolved in in_force:
+            value, source = getattr(resolved.config, f.name), resolved.source[f.name]
+            print(f"      in force on {where}: {value!r} ({source})")
 
 
 def _show_backbone(name: str, allow_pickle: bool) -> None:

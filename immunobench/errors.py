@@ -35,3 +35,7 @@ def describe_failure(exc: BaseException) -> dict:
     if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
         reason = f"out of memory: {reason}"
     return {"reason": reason, "traceback": traceback.format_exc(limit=5)}
+
+
+class ConfigError(UserError):
+    """A plugin config value (``--set`` or a caller's override) that its field's type refuses."""

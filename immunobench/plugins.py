@@ -15,8 +15,9 @@ import traceback
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 
+from .config import Resolved, check_plugin, check_preset_backbones, resolve
 from .errors import PluginError
 from .registry import Registry
 
@@ -84,13 +85,16 @@ class Attack:
 
 
 def configure(plugin_cls: type, backbone: str, kind: str, overrides: dict | None = None):
-    """A plugin's config: its defaults, then its presets for the task kind, the backbone and both,
-    then the user's overrides (later wins)."""
-    values: dict = {}
-    for key in (kind, backbone, f"{backbone}/{kind}"):
-        values.update(getattr(plugin_cls, "presets", {}).get(key, {}))
-    values.update(overrides or {})
-    return plugin_cls.Config(**values)
+    """A plugin's validated config: its paper defaults, then its presets for the task kind, the
+    backbone and both, then the user's overrides (later wins)."""
+    return resolve_config(plugin_cls, backbone, kind, overrides).config
+
+
+def resolve_config(plugin_cls: type, backbone: str, kind: str, overrides: dict | None = None,
+                   origin: Callable[[str, Any], str] | None = None) -> Resolved:
+    """``configure``'s config with where each value came from; ``origin(field, value)`` names an
+    override in errors (e.g. ``--set mima.steps=abc``)."""
+    return resolve(plugin_cls, plugin_label(plugin_cls), backbone, kind, overrides, origin)
 
 
 class Similarity:
@@ -147,9 +151,21 @@ def metric_label(cls: type) -> str:
     return getattr(cls, "label", "") or getattr(cls, "registered_name", cls.__name__)
 
 
-DEFENSES = Registry("defense", Defense)
-ATTACKS = Registry("attack", Attack)
-METRICS = Registry("metric", (Similarity, Classifier))
+_PRESETS_TO_CHECK: list[tuple[str, type]] = []  # plugins registered before the backbones were all known
+
+
+def _check_config(label: str, plugin_cls: type) -> None:
+    """At registration: the Config and presets validate; preset backbones once discovery is done."""
+    check_plugin(label, plugin_cls)
+    if _discovery_done:
+        check_preset_backbones(label, plugin_cls, BACKBONES.names())
+    else:
+        _PRESETS_TO_CHECK.append((label, plugin_cls))
+
+
+DEFENSES = Registry("defense", Defense, check=_check_config)
+ATTACKS = Registry("attack", Attack, check=_check_config)
+METRICS = Registry("metric", (Similarity, Classifier), check=_check_config)
 BACKBONES = Registry("backbone", needs_version=False)
 REGISTRIES = {"defenses": DEFENSES, "attacks": ATTACKS, "metrics": METRICS, "backbones": BACKBONES}
 
@@ -161,6 +177,13 @@ get_defense = DEFENSES.get
 get_attack = ATTACKS.get
 get_metric = METRICS.get
 get_backbone = BACKBONES.get
+
+
+def plugin_label(plugin_cls: type) -> str:
+    """"defense mima": the registry kind and name of a plugin class, for messages."""
+    kind = next((r.kind for r in (DEFENSES, ATTACKS, METRICS)
+                 if isinstance(plugin_cls, type) and issubclass(plugin_cls, r.base_cls)), "plugin")
+    return f"{kind} {getattr(plugin_cls, 'registered_name', plugin_cls.__name__)}"
 
 
 def _discover_all() -> None:
@@ -200,15 +223,20 @@ def _describe(exc: BaseException) -> str:
 
 
 _discovery_started = False
+_discovery_done = False
 
 
 def discover() -> None:
-    """Load built-in and entry-point plugins once; every registry lookup triggers it."""
-    global _discovery_started
+    """Load built-in and entry-point plugins once; every registry lookup triggers it. Then check the
+    backbone names of the presets registered so far (later plugins are checked as they register)."""
+    global _discovery_started, _discovery_done
     if _discovery_started:
         return
     _discovery_started = True
     _discover_all()
+    _discovery_done = True
+    while _PRESETS_TO_CHECK:
+        check_preset_backbones(*_PRESETS_TO_CHECK.pop(0), BACKBONES.names())
 
 
 for _registry in REGISTRIES.values():

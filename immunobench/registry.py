@@ -13,10 +13,14 @@ from .errors import PluginError, UnknownNameError
 
 
 class Registry:
-    def __init__(self, kind: str, base_cls: type | tuple[type, ...] | None = None, needs_version: bool = True):
+    """``check(label, obj)``, if given, vets a plugin as it registers (e.g. its config and presets)."""
+
+    def __init__(self, kind: str, base_cls: type | tuple[type, ...] | None = None, needs_version: bool = True,
+                 check: Callable[[str, Any], None] | None = None):
         self.kind = kind
         self.base_cls = base_cls
         self.needs_version = needs_version
+        self.check = check
         self._entries: dict[str, Any] = {}
         self._origin: dict[str, str] = {}
         self._discover: Callable[[], None] | None = None
@@ -24,6 +28,8 @@ class Registry:
     def register(self, name: str, *aliases: str) -> Callable[[Any], Any]:
         def deco(obj: Any) -> Any:
             self._check(name, obj)
+            if self.check is not None:
+                self.check(f"{self.kind} {name}", obj)
             for key in (name, *aliases):
                 self._add(key, obj)
             obj.registered_name = name

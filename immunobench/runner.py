@@ -48,9 +48,10 @@ import torch
 from .backbones import Backbone, load_backbone
 from .cards import ConceptGroup, TaskCard, get_card
 from .data import ConceptImages, TaskData, defense_view, start_model_view
+from .config import Resolved
 from .diffusion import sample
 from .errors import UserError, describe_failure
-from .plugins import SIMILARITY_ROLES, configure, get_attack, get_defense, get_metric, judges_for
+from .plugins import SIMILARITY_ROLES, get_attack, get_defense, get_metric, judges_for, resolve_config
 from .progress import Progress
 from .store import (
     DEFAULT_STORE, IMAGE_SETS_FORMAT, ImageKey, Store, artifact_key, canonical, image_sets_artifact, read_image_sets,
@@ -192,10 +193,13 @@ class Runner:
 
     # --- plugins and their configs -------------------------------------------------------
     def plugin_config(self, cls, name: str):
-        try:
-            return configure(cls, self.model.name, self.card.kind, self.cfg.overrides.get(name))
-        except (TypeError, ValueError) as exc:
-            raise UserError(f"--set {name}.…: {exc}") from exc
+        return self.resolved_config(cls, name).config
+
+    def resolved_config(self, cls, name: str) -> Resolved:
+        """The plugin's config on this backbone and task kind: paper default, presets, then ``--set``.
+        Needs no loaded model (``cfg.model`` is the name ``load_backbone`` gives it), so it can run first."""
+        return resolve_config(cls, self.cfg.model, self.card.kind, self.cfg.overrides.get(name),
+                              origin=lambda field, value: f"--set {name}.{field}={value}")
 
     # --- store helpers ---------------------------------------------------------------------
     def _ensure(self, stage: str, key: str, compute: Callable[[], tuple[dict, dict]]):
@@ -615,7 +619,8 @@ class Runner:
                 "groups": self.groups, "defenses": self.defenses, "attacks": self.attacks,
                 "checkpoints": self.checkpoints, "report_step": self.report_step,
                 "eval_images": self.eval_images, "seeds": list(self.cfg.seeds),
-                "plugins": {name: {"version": cls.version, "config": _config_dict(self.plugin_config(cls, name))}
+                # per plugin: the config in force, the paper default, the presets applied and each value's source
+                "plugins": {name: {"version": cls.version, **self.resolved_config(cls, name).manifest()}
                             for name, cls in self._plugins()},
                 "judges": {role: {"judge": self.judge_versions[role], **self.judges[role].describe()}
                            for role in self.judges},

@@ -82,8 +82,20 @@ def accuracy_table(df: pd.DataFrame, metric: str, groups: list[str], concepts: d
     return table
 
 
+def plugin_labels(manifest: dict) -> dict[str, str]:
+    """Plugin name → its row label: ``mima [tiny-sd preset]`` when a preset set a value in force,
+    ``, --set`` when the user overrode one (from the manifest; results.parquet keeps the bare name)."""
+    labels = {}
+    for name, info in manifest.get("resolved", {}).get("plugins", {}).items():
+        presets = info.get("presets_in_force", [])
+        notes = [f"{', '.join(presets)} preset{'s' if len(presets) > 1 else ''}"] if presets else []
+        notes += ["--set"] if info.get("overrides") else []
+        labels[name] = f"{name} [{', '.join(notes)}]" if notes else name
+    return labels
+
+
 def _markdown_block(tables: dict[str, pd.DataFrame], groups: list[str], higher_is_better: dict[str, bool], digits: int,
-                    row_label: str) -> list[str]:
+                    row_label: str, labels: dict[str, str]) -> list[str]:
     """One markdown table; ``tables`` maps a row-suffix (e.g. a metric's label) to its summary, and
     ``higher_is_better`` each suffix to the direction its best value is marked in."""
     columns = groups + ["mean"]
@@ -106,17 +118,19 @@ def _markdown_block(tables: dict[str, pd.DataFrame], groups: list[str], higher_i
                 m, s, n = r["mean"].iloc[0], r["std"].iloc[0], int(r["n"].iloc[0])
                 text = _fmt(m, s, n, digits)
                 cells.append(f"**{text}**" if col in best and m == best[col] else text)
-            lines.append(f"| {defense} ({attack}) | {suffix} | " + " | ".join(cells) + " |")
+            lines.append(f"| {labels.get(defense, defense)} ({labels.get(attack, attack)}) | {suffix} | "
+                         + " | ".join(cells) + " |")
     return lines
 
 
-def _row_label(phase: str, defense: str, attack: str, several_attacks: bool) -> str:
+def _row_label(phase: str, defense: str, attack: str, several_attacks: bool, labels: dict[str, str]) -> str:
+    attack = labels.get(attack, attack)
     if phase == "start":  # one model whatever the attack; name the attack only to tell rows apart
         return f"start model ({attack})" if several_attacks else "start model"
-    return f"{defense} ({attack}) {'immunized' if phase == 'immunized' else 'after attack'}"
+    return f"{labels.get(defense, defense)} ({attack}) {'immunized' if phase == 'immunized' else 'after attack'}"
 
 
-def _accuracy_block(table: pd.DataFrame, groups: list[str], higher_is_better: bool) -> list[str]:
+def _accuracy_block(table: pd.DataFrame, groups: list[str], higher_is_better: bool, labels: dict[str, str]) -> list[str]:
     """Table 5's rows in phase order; bold marks the best after-attack row of each column."""
     columns = groups + ["mean"]
     lines = ["| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
@@ -141,7 +155,7 @@ def _accuracy_block(table: pd.DataFrame, groups: list[str], higher_is_better: bo
             if not pd.isna(r["ci_low"]):
                 text += f" [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
             cells.append(f"**{text}**" if phase == "after attack" and col in best and r["mean"] == best[col] else text)
-        lines.append(f"| {_row_label(phase, defense, attack, several_attacks)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {_row_label(phase, defense, attack, several_attacks, labels)} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -174,7 +188,13 @@ def leaderboard(results: pd.DataFrame, manifest: dict) -> tuple[str, pd.DataFram
     title = (f"# Leaderboard — {manifest['run']['task']} on `{manifest['model']['name']}`\n\n"
              f"Reported at attack step {step}; {len(seeds)} seed(s) {seeds}"
              + (" (cells: mean ± std over seeds (number of seeds))" if len(seeds) > 1 else "") + f"; run {manifest['date']}.\n")
-    lines, frames = [title], []
+    lines, frames, labels = [title], [], plugin_labels(manifest)
+    adjusted = [name for name, label in labels.items() if label != name]
+    if adjusted:
+        kind = "attack" if adjusted[0] in manifest["resolved"].get("attacks", []) else "defense"
+        lines += [f"Rows marked [… preset] or [--set] ran with values other than the paper defaults; each value in "
+                  f"force and where it came from: `manifest.json` (resolved.plugins), or e.g. `immunobench show {kind} "
+                  f"{adjusted[0]} --model {manifest['model']['name']}`.\n"]
 
     # a metric's label and direction come from its plugin: MSGR and MRSGR of a similarity (higher =
     # more alike) improve upwards, those of a distance would improve downwards
@@ -183,11 +203,11 @@ def leaderboard(results: pd.DataFrame, manifest: dict) -> tuple[str, pd.DataFram
     upwards = {label[r]: judges[r].higher_is_better for r in SIMILARITY_ROLES}
     msgr = {label[r]: summary_table(defended, f"MSGR/{r}", groups) for r in SIMILARITY_ROLES}
     lines += ["## MSGR (%) ↑ — higher = stronger immunization (MIMA Tab. 1)", ""]
-    lines += _markdown_block(msgr, groups, upwards, 2, "metric") + [""]
+    lines += _markdown_block(msgr, groups, upwards, 2, "metric", labels) + [""]
     mrsgr = {label[r]: summary_table(defended, f"MRSGR/{r}", groups) for r in SIMILARITY_ROLES}
     if any(not t.empty for t in mrsgr.values()):
         lines += ["## MRSGR (%) ↑ — higher = other concepts stay as adaptable (MIMA Eq. 12)", ""]
-        lines += _markdown_block(mrsgr, groups, upwards, 2, "metric") + [""]
+        lines += _markdown_block(mrsgr, groups, upwards, 2, "metric", labels) + [""]
         # MRSGR is a ratio of the others' to the targets' similarity, so it says nothing of the others' level
         lines += ["MRSGR compares the others with the targets only: it can be positive while the others' "
                   "accuracy collapses, so read it with the others' accuracy below.", ""]
@@ -197,9 +217,9 @@ def leaderboard(results: pd.DataFrame, manifest: dict) -> tuple[str, pd.DataFram
     before = any((t.phase != "after attack").any() for t in (acc_t, acc_o) if not t.empty)
     lines += [f"## Classifier accuracy {'before and after' if before else 'after'} the attack (MIMA Tab. 5)", "",
               "Targets ↓ (lower = the attack failed to re-learn them):", ""]
-    lines += _accuracy_block(acc_t, groups, False) + [""]
+    lines += _accuracy_block(acc_t, groups, False, labels) + [""]
     lines += ["Others ↑ (higher = the rest of the model still works):", ""]
-    lines += _accuracy_block(acc_o, groups, True) + [""]
+    lines += _accuracy_block(acc_o, groups, True, labels) + [""]
     if any(t.ci_low.notna().any() for t in (acc_t, acc_o) if not t.empty):
         lines += [f"[low, high]: the 95% Wilson score interval of the accuracy over the N judged images pooled "
                   f"over seeds (N = {eval_images} per concept × the group's concepts × seeds; the mean column "

@@ -81,6 +81,7 @@ def test_inner_step_is_differentiated_for_averaged_tensors_too(setup):
 
 def test_paper_defaults_and_presets_resolve_in_order():
     from immunobench.defenses.mima import MIMA
+    from immunobench.errors import ConfigError
     from immunobench.plugins import configure
 
     sd = configure(MIMA, "sd-v1-4", "relearn")
@@ -89,7 +90,7 @@ def test_paper_defaults_and_presets_resolve_in_order():
     assert (sd_p.outer_lr, sd_p.steps) == (2e-5, 500)  # MIMA App. D, personalization
     tiny = configure(MIMA, "tiny-sd", "personalization", {"steps": 7})
     assert (tiny.outer_lr, tiny.steps, tiny.prior_weight) == (2e-4, 7, 5.0)  # backbone preset over kind, user over both
-    with pytest.raises(TypeError):
+    with pytest.raises(ConfigError, match="no field 'no_such_field'"):
         configure(MIMA, "tiny-sd", "relearn", {"no_such_field": 1})
 
 

@@ -64,7 +64,8 @@ def test_run_writes_tables_plots_and_provenance(finished):
         judge = manifest["resolved"]["judges"][role]
         assert judge["judge"].startswith(judge["name"] + "@") and judge["name"].endswith("-world")
         assert {"mean", "std", "input_range"} <= set(judge["preprocess"])
-    assert manifest["resolved"]["plugins"]["mima"]["config"]["steps"] == 2
+    mima = manifest["resolved"]["plugins"]["mima"]  # paper default, preset applied, value in force
+    assert (mima["config"]["steps"], mima["paper_default"]["steps"], mima["presets"]["tiny-sd"]["steps"]) == (2, 300, 60)
     costs = manifest["timings"]["computed"]
     assert {"images", "start", "immunize", "attack", "score"} <= set(costs)
     assert all(c["seconds"] >= 0 and c["peak_rss_mb"] > 0 for c in costs.values())
@@ -77,7 +78,7 @@ def test_run_writes_tables_plots_and_provenance(finished):
     assert set(results[results.metric == "MSGR/C"].step) == {0, 2}  # the whole curve
     # at step 0 the none and mima models differ only by immunization: the references are the same
     table = (run_dir / "leaderboard.md").read_text()
-    assert "MSGR" in table and "mima (lora)" in table and "| CLIP |" in table
+    assert "MSGR" in table and "mima [tiny-sd preset, --set] (lora [tiny-sd preset])" in table and "| CLIP |" in table
 
 
 def test_second_run_recomputes_nothing_and_matches(finished, small_card):
