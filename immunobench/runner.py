@@ -625,8 +625,9 @@ class Runner:
         why = "; ".join(f"{reason} ({n} cell{'s' * (n > 1)})" for reason, n in reasons.most_common(2))
         if len(reasons) > 2:
             why += f"; and {len(reasons) - 2} other reason(s)"
-        return (f"{sum(reasons.values())} of {total} cells failed: {why}. The rest are in the leaderboard; "
-                "each failure's traceback is in manifest.json (failures)")
+        failed = sum(reasons.values())
+        rest = "the rest are in the leaderboard; " if failed < total else ""
+        return f"{failed} of {total} cells failed: {why}. {rest}each failure's traceback is in manifest.json (failures)"
 
     def _record_failure(self, failure: dict) -> None:
         self.failures.append(failure)

@@ -260,3 +260,24 @@ def test_overrides_the_card_accepts_pass_and_set_the_run(tree, no_work):
     assert (runner.checkpoints, runner.report_step, runner.eval_images) == ([0, 3, 7], 3, 2)
     assert runner.run_dir == Path(paths["out"]) / "fine"
     assert not runner.run_dir.exists()  # made when the run starts, not when it is checked
+
+
+def test_world_check_writes_a_run_folder_not_the_working_directory(tmp_path, monkeypatch, capsys):
+    """By default `world check` writes runs/world-check-<date>-<time>/, as `run` does; --out is the folder of
+    run folders and --name the run folder's name."""
+    import immunobench.world.check
+
+    written = []
+
+    def fake_check(out, **kwargs):
+        written.append(Path(out))
+        return {"targets": [{"name": "t", "met": True}], "seconds": 0.0}
+
+    monkeypatch.setattr(immunobench.world.check, "world_check", fake_check)
+    monkeypatch.chdir(tmp_path)
+    assert main(["world", "check"]) == 0
+    assert main(["world", "check", "--out", "elsewhere", "--name", "mine"]) == 0
+    assert re.fullmatch(r"runs/world-check-\d{8}-\d{6}", str(written[0]))
+    assert written[1] == Path("elsewhere/mine")
+    assert f"report in {written[1]}/world_report.md" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []  # the check itself makes the folder; nothing else was written
