@@ -714,9 +714,10 @@ def run_folder(out: str | Path, name: str, default_prefix: str) -> Path:
     """``out/name``, by default ``out/<prefix>-<date>-<time>``: always one folder inside a writable ``out``."""
     folder = name or f"{default_prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
     if folder in (".", "..") or Path(folder).name != folder or "/" in folder or "\\" in folder:
-        what = f"--name {name!r}" if name else f"the run folder name {folder!r} made from the task's name; pass --name, it"
-        raise UserError(f"{what} must be one folder name, without '/' or '..': the run folder goes inside --out "
-                        "(choose that with --out)")
+        if not name:
+            raise UserError(f"{default_prefix!r} cannot start a run folder's name (it holds '/' or '..'); pass --name")
+        raise UserError(f"--name {name!r}: must be one folder name, without '/' or '..'; the run folder goes "
+                        "inside --out (choose that with --out)")
     check_writable(out, "--out")
     if (Path(out) / folder).is_file():
         raise UserError(f"--out {out}: {Path(out) / folder} is a file, not a run folder; pass another --name")
