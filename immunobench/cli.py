@@ -1,4 +1,5 @@
-"""The ``immunobench`` command line. Bad input prints one line and exits with code 2."""
+"""The ``immunobench`` command line. Bad input prints one line and exits with code 2 before any work
+starts; a grid in which some cells failed writes what it could and exits with code 3."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +11,8 @@ from . import __version__
 from .errors import UserError
 
 KINDS = ("defenses", "attacks", "metrics", "tasks", "backbones")
+EXIT_BAD_INPUT = 2
+EXIT_CELLS_FAILED = 3
 
 
 class _Parser(argparse.ArgumentParser):
@@ -66,8 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for the judge weights (default: the package's embedded weights/judges)")
     p.add_argument("--seed", type=int, default=0)
     p = world_sub.add_parser("check", parents=[common],
-                             help="measure the papers' premise on the shipped (or --weights) tiny-sd; writes world_report.md/.json")
-    p.add_argument("--out", default=".", help="folder for world_report.md, world_report.json and the image grids")
+                             help="measure the papers' premise on the shipped (or --weights) tiny-sd; writes a run folder "
+                                  "with world_report.md/.json and the image grids")
+    p.add_argument("--out", default="runs", help="folder of run folders (default: runs/)")
+    p.add_argument("--name", default="", help="run folder name (default: world-check-<date>-<time>)")
     p.add_argument("--n-eval", type=int, default=10, help="generations per concept and measurement")
     p.add_argument("--weights", help="tiny-sd weights to check instead of the shipped ones (a `world train --out` folder)")
     p.add_argument("--lora-seeds", type=int, default=None,
@@ -84,10 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: cpu)")
     p.add_argument("--out", default="runs", help="folder of run folders (default: runs/)")
     p.add_argument("--store", default=None, help="artifact store shared by runs (default: ~/.cache/immunobench/store)")
-    p.add_argument("--name", default="", help="run folder name (default: <task>-<date>-<time>)")
+    p.add_argument("--name", default="", help="run folder name inside --out (default: <task>-<date>-<time>)")
     p.add_argument("--eval-images", type=int, default=0, help="generations per concept and checkpoint (default: the card's)")
-    p.add_argument("--checkpoints", nargs="+", type=int, default=[], help="attack steps to measure (default: the card's)")
-    p.add_argument("--report-step", type=int, default=None, help="attack step of the tables (default: the card's)")
+    p.add_argument("--checkpoints", nargs="+", type=int, default=[],
+                   help="attack steps to measure, strictly increasing and including the report step, as in a card "
+                        "(default: the card's)")
+    p.add_argument("--report-step", type=int, default=None,
+                   help="attack step of the tables, one of the checkpoints (default: the card's)")
     p.add_argument("--sample-steps", type=int, default=0, help="DDIM steps per generation (default: the backbone's)")
     p.add_argument("--set", action="append", default=[], metavar="PLUGIN.FIELD=VALUE",
                    help="override a plugin config field, e.g. mima.steps=100 (repeatable; see `immunobench show defense mima`)")
@@ -137,7 +145,7 @@ def _parse_overrides(items: list[str]) -> dict:
     return out
 
 
-def cmd_run(args: argparse.Namespace) -> None:
+def cmd_run(args: argparse.Namespace) -> int:
     from .progress import Progress
     from .runner import RunConfig, Runner
     from .store import DEFAULT_STORE
@@ -154,7 +162,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     cfg = RunConfig(task=args.task, defenses=tuple(args.defense), attacks=tuple(args.attack or ()),
                     groups=tuple(args.groups), seeds=tuple(dict.fromkeys(args.seeds)), model=args.model,
                     device=args.device, out=args.out, store=args.store or str(DEFAULT_STORE), name=args.name,
-                    eval_images=args.eval_images, checkpoints=tuple(sorted(set(args.checkpoints))),
+                    eval_images=args.eval_images, checkpoints=tuple(args.checkpoints),
                     report_step=args.report_step, sample_steps=args.sample_steps,
                     overrides=_parse_overrides(args.set), include_paths=tuple(args.include_path),
                     allow_pickle=args.allow_pickle, workers=args.workers)
@@ -168,18 +176,33 @@ def cmd_run(args: argparse.Namespace) -> None:
     cached = ", ".join(f"{k} {v}×" for k, v in t["cached"].items()) or "nothing"
     print(f"computed: {computed}; reused from the store: {cached}")
     if runner.failures:
-        print(f"{len(runner.failures)} cell(s) failed; see the leaderboard's 'Failed cells' and manifest.json")
+        print(runner.failure_summary())  # the last line: how many cells failed and why
+        return EXIT_CELLS_FAILED
+    return 0
 
 
 def _run_folder(args: argparse.Namespace):
+    """The finished run folder ``report`` rewrites, its manifest and results checked readable."""
     from pathlib import Path
 
+    import pandas as pd
+
+    from .runner import read_manifest
+    from .store import check_writable
+
     folder = Path(args.run)
-    if not (folder / "manifest.json").exists():
+    if not (folder / "manifest.json").exists() and (Path(args.out) / args.run).is_dir():
         folder = Path(args.out) / args.run
-    if not (folder / "manifest.json").exists() or not (folder / "results.parquet").exists():
-        raise UserError(f"{args.run}: not a finished run folder (no manifest.json/results.parquet); "
-                        f"list runs with `immunobench runs --out {args.out}`")
+    if not folder.is_dir() or not any((folder / f).exists() for f in ("manifest.json", "results.parquet")):
+        raise UserError(f"{args.run}: not a run folder (no manifest.json or results.parquet, also not under "
+                        f"--out {args.out}); list runs with `immunobench runs --out {args.out}`")
+    read_manifest(folder)
+    try:
+        pd.read_parquet(folder / "results.parquet")
+    except Exception as exc:  # noqa: BLE001 — missing, truncated or not parquet: all the same to the user
+        raise UserError(f"{folder}/results.parquet: unreadable ({type(exc).__name__}); "
+                        "rerun the run to rewrite it (the store makes that quick)") from None
+    check_writable(folder, "report")
     return folder
 
 
@@ -339,24 +362,34 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 
 
 def cmd_world(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from .store import check_writable
+
     if args.world_command == "train":
         _world_train(args)
     elif args.world_command == "train-judges":
         from .world.judges import train_judges
 
+        if args.out:
+            check_writable(args.out, "--out")
         train_judges(args.out, seed=args.seed)
     elif args.world_command == "check":
+        from .runner import run_folder
         from .world.check import world_check
 
         if args.n_eval < 1:
             raise UserError(f"--n-eval must be >= 1, got {args.n_eval}")
         if args.lora_seeds is not None and args.lora_seeds < 1:
             raise UserError(f"--lora-seeds must be >= 1, got {args.lora_seeds}")
+        if args.weights and not Path(args.weights).is_dir():
+            raise UserError(f"--weights {args.weights}: no such folder; pass a `world train --out` folder")
+        run_dir = run_folder(args.out, args.name, "world-check")
         seeds = {} if args.lora_seeds is None else {"lora_seeds": args.lora_seeds}
-        report = world_check(args.out, n_eval=args.n_eval, weights=args.weights, **seeds)
+        report = world_check(run_dir, n_eval=args.n_eval, weights=args.weights, **seeds)
         missed = [t["name"] for t in report["targets"] if not t["met"]]
         print(f"world check: {len(report['targets']) - len(missed)}/{len(report['targets'])} targets met "
-              f"in {report['seconds']:.0f} s; report in {args.out}/world_report.md")
+              f"in {report['seconds']:.0f} s; report in {run_dir}/world_report.md")
         for name in missed:
             print(f"  missed: {name}")
 
@@ -378,6 +411,7 @@ def _world_train(args: argparse.Namespace) -> None:
 
     from .backbones import EMBEDDED_WEIGHTS
     from .progress import Progress
+    from .store import check_writable
     from .world.train import (WorldTrainConfig, finished_vae_stage, pretraining_examples, pretraining_size,
                               train_world_model, write_model_card)
 
@@ -404,6 +438,8 @@ def _world_train(args: argparse.Namespace) -> None:
     _check_device(args.device)
     out = Path(args.out) if args.out else EMBEDDED_WEIGHTS / "tiny-sd"
     work = Path(args.work) if args.work else Path.home() / ".cache" / "immunobench" / "world-train"
+    check_writable(out, "--out")
+    check_writable(work, "--work")
     if args.vae_from:  # refuse a mismatched donor before the minute of rendering
         finished_vae_stage(Path(args.vae_from), cfg, pretraining_size(cfg.images_per_concept, cfg.anonymous_art))
     progress = Progress()
@@ -423,14 +459,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         _load_plugins(args)
-        COMMANDS[args.command](args)
+        return COMMANDS[args.command](args) or 0
     except UserError as exc:
         print(f"immunobench: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("immunobench: interrupted; finished work is kept", file=sys.stderr)
         return 130
-    return 0
 
 
 if __name__ == "__main__":

@@ -251,7 +251,9 @@ def loaded_plugin_files() -> dict[str, str]:
 
 
 def load_plugin_file(path: str | Path) -> str:
-    """Import a user's plugin file so that its ``@register_*`` decorators run; returns the module name."""
+    """Import a user's plugin file so that its ``@register_*`` decorators run; returns the module name.
+
+    A file that registers nothing is refused: a typo'd decorator would otherwise go unnoticed."""
     discover()  # built-ins first, so a clash names both sides
     path = Path(path)
     if not path.is_file():
@@ -265,6 +267,7 @@ def load_plugin_file(path: str | Path) -> str:
         raise PluginError(f"--plugin {path}: not a Python file")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
+    registered_before = {kind: registry.names() for kind, registry in REGISTRIES.items()}
     try:
         spec.loader.exec_module(module)
     except PluginError:
@@ -273,5 +276,9 @@ def load_plugin_file(path: str | Path) -> str:
     except Exception as exc:
         del sys.modules[module_name]
         raise PluginError(f"{path}: failed to import: {_describe(exc)}") from exc
+    if all(registry.names() == registered_before[kind] for kind, registry in REGISTRIES.items()):
+        del sys.modules[module_name]
+        raise PluginError(f"--plugin {path}: registers nothing; decorate its classes with @register_defense, "
+                          "@register_attack, @register_metric or @register_backbone from immunobench.plugins")
     _LOADED_FILES[module_name] = str(path.resolve())
     return module_name

@@ -44,8 +44,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from pydantic import ValidationError
 
-from .backbones import Backbone, load_backbone
+from .backbones import Backbone, load_backbone, resolve_spec
 from .cards import ConceptGroup, TaskCard, get_card
 from .data import ConceptImages, TaskData, defense_view, start_model_view
 from .config import Resolved
@@ -55,6 +56,7 @@ from .plugins import SIMILARITY_ROLES, get_attack, get_defense, get_metric, judg
 from .progress import Progress
 from .store import (
     DEFAULT_STORE, IMAGE_SETS_FORMAT, ImageKey, Store, artifact_key, canonical, image_sets_artifact, read_image_sets,
+    check_writable,
 )
 
 SEED_STRIDE = 100_000
@@ -73,7 +75,9 @@ class RunConfig:
     device: str = "cpu"
     out: str = "runs"
     store: str = str(DEFAULT_STORE)
-    name: str = ""
+    name: str = ""  # one folder name inside ``out``; empty = <task>-<date>-<time>
+    # Overrides of the card, validated by the card's own rules (checkpoints strictly increasing,
+    # the report step one of them): an override the card would reject stops the run before it starts.
     eval_images: int = 0  # 0 = the card's
     checkpoints: tuple[int, ...] = ()  # empty = the card's
     report_step: int | None = None  # None = the card's
@@ -153,6 +157,7 @@ def _config_dict(cfg) -> dict:
 
 class Runner:
     def __init__(self, cfg: RunConfig, progress: Progress | None = None, log: Callable[[str], None] = print):
+        """Checks everything the run is given (a ``UserError`` otherwise) before any work or write."""
         self.cfg = cfg
         self.progress = progress or Progress()
         self.log = log
@@ -160,7 +165,7 @@ class Runner:
         self.card: TaskCard = get_card(cfg.task, list(cfg.include_paths))
         if self.card.kind != "relearn":
             raise UserError(f"task {cfg.task}: kind {self.card.kind!r} runs end to end with the personalization "
-                            "attacks of roadmap step [4/7]; this release runs the re-learning cards "
+                            "attacks still to come; this release runs the re-learning cards "
                             "(relearn-style, relearn-object)")
         unknown = [g for g in cfg.groups if g not in self.card.groups]
         if unknown:
@@ -168,9 +173,11 @@ class Runner:
         self.groups = list(cfg.groups or self.card.groups)
         self.defenses = ["none"] + [d for d in dict.fromkeys(cfg.defenses) if d != "none"]
         self.attacks = list(cfg.attacks or self.card.attacks)
-        self.report_step = self.card.report_step if cfg.report_step is None else cfg.report_step
-        self.checkpoints = sorted(set(cfg.checkpoints or self.card.checkpoints) | {self.report_step})
-        self.eval_images = cfg.eval_images or self.card.data.eval_images
+        # self.card stays the card as written (its hash keys the store); the overrides only set these
+        effective = _effective_card(self.card, cfg)
+        self.report_step = effective.report_step
+        self.checkpoints = list(effective.checkpoints)
+        self.eval_images = effective.data.eval_images
         for name in self.defenses:
             get_defense(name)  # unknown names fail before any work
         for name in self.attacks:
@@ -179,6 +186,11 @@ class Runner:
         unknown = sorted(set(cfg.overrides) - plugins)
         if unknown:
             raise UserError(f"--set {unknown[0]}.…: {unknown[0]!r} is not a plugin of this run ({', '.join(sorted(p for p in plugins if p))})")
+        self.model_name = resolve_spec(cfg.model)[0]  # presets need the name only, not the weights
+        for name, cls in self._plugins():
+            self.plugin_config(cls, name)  # a bad --set fails now, not after an hour
+        self.run_dir = run_folder(cfg.out, cfg.name, self.card.task)
+        check_writable(cfg.store, "--store")
         self.stats = {"computed": {}, "cached": {}}
         self.failures: list[dict] = []
         self.keys: dict[str, list[str]] = {}
@@ -198,7 +210,7 @@ class Runner:
     def resolved_config(self, cls, name: str) -> Resolved:
         """The plugin's config on this backbone and task kind: paper default, presets, then ``--set``.
         Needs no loaded model (``cfg.model`` is the name ``load_backbone`` gives it), so it can run first."""
-        return resolve_config(cls, self.cfg.model, self.card.kind, self.cfg.overrides.get(name),
+        return resolve_config(cls, self.model_name, self.card.kind, self.cfg.overrides.get(name),
                               origin=lambda field, value: f"--set {name}.{field}={value}")
 
     # --- store helpers ---------------------------------------------------------------------
@@ -399,7 +411,7 @@ class Runner:
 
     # --- the grid --------------------------------------------------------------------------
     def prepare(self) -> None:
-        """Load the model and judges and check every plugin config: a bad --set fails now, not after an hour."""
+        """Load the model and the judges (the plugin configs were checked when the runner was made)."""
         cfg = self.cfg
         self.model = load_backbone(cfg.model, device=cfg.device, allow_pickle=cfg.allow_pickle)
         self._sampling = {"steps": cfg.sample_steps or self.model.spec.sample_steps,
@@ -413,18 +425,16 @@ class Runner:
         names = judges_for(self.model.spec.metric_family)
         self.judges = {role: get_metric(names[role])(device=cfg.device) for role in (*SIMILARITY_ROLES, "acc")}
         self.judge_versions = {role: f"{names[role]}@{get_metric(names[role]).version}" for role in self.judges}
-        for name, cls in self._plugins():
-            self.plugin_config(cls, name)
 
     def run(self) -> Path:
         started = time.time()
         cfg = self.cfg
-        removed = self.store.clean_temporary()
-        if removed:
-            self.log(f"store: removed {removed} unfinished artifact(s) of an interrupted run")
         with _cpu_threads(1 if cfg.device.startswith("cpu") else None):
-            self.prepare()
-            run_dir = Path(cfg.out) / (cfg.name or f"{cfg.task}-{time.strftime('%Y%m%d-%H%M%S')}")
+            self.prepare()  # the model loads (or fails to) before the store or --out is touched
+            removed = self.store.clean_temporary()
+            if removed:
+                self.log(f"store: removed {removed} unfinished artifact(s) of an interrupted run")
+            run_dir = self.run_dir
             run_dir.mkdir(parents=True, exist_ok=True)
             cells = [(g, d, a, s) for g in self.groups for s in cfg.seeds for a in self.attacks for d in self.defenses]
             self.log(f"run {run_dir}: task {cfg.task}, {len(self.groups)} group(s) × {len(self.defenses)} defense(s) "
@@ -603,6 +613,22 @@ class Runner:
         self._record_failure({"group": group, "defense": defense, "attack": attack, "seed": seed, "stage": stage,
                               **describe_failure(exc)})
 
+    def failure_summary(self) -> str:
+        """One line: how many of the grid's cells failed and why (the commonest reasons first)."""
+        from collections import Counter
+
+        per_attack_seed = len(self.attacks) * len(self.defenses)  # a failed data/start stage fails them all
+        reasons = Counter()
+        for f in self.failures:
+            reasons[f["reason"]] += per_attack_seed if f["defense"] == "*" else 1
+        total = len(self.groups) * len(self.cfg.seeds) * per_attack_seed
+        why = "; ".join(f"{reason} ({n} cell{'s' * (n > 1)})" for reason, n in reasons.most_common(2))
+        if len(reasons) > 2:
+            why += f"; and {len(reasons) - 2} other reason(s)"
+        failed = sum(reasons.values())
+        rest = "the rest are in the leaderboard; " if failed < total else ""
+        return f"{failed} of {total} cells failed: {why}. {rest}each failure's traceback is in manifest.json (failures)"
+
     def _record_failure(self, failure: dict) -> None:
         self.failures.append(failure)
         self.log(f"cell {failure['group']}/{failure['defense']}/{failure['attack']}/seed {failure['seed']} failed "
@@ -660,6 +686,46 @@ class Runner:
         render_report(run_dir, store=self.store)
 
 
+def _effective_card(card: TaskCard, cfg: RunConfig) -> TaskCard:
+    """The card with the run's --checkpoints, --report-step and --eval-images in force, validated by the
+    card's own rules: an override is accepted exactly when a card file saying the same would be."""
+    data, given = card.model_dump(), []
+    if cfg.checkpoints:
+        data["checkpoints"] = list(cfg.checkpoints)
+        given.append(f"--checkpoints {' '.join(map(str, cfg.checkpoints))}")
+    if cfg.report_step is not None:
+        data["report_step"] = cfg.report_step
+        given.append(f"--report-step {cfg.report_step}")
+    if cfg.eval_images:
+        data["data"]["eval_images"] = cfg.eval_images
+        given.append(f"--eval-images {cfg.eval_images}")
+    if not given:
+        return card
+    try:
+        return TaskCard(**data, path=card.path)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        raise UserError(f"{' '.join(given)}: {msg if msg.startswith(where) else f'{where}: {msg}'} "
+                        f"(task {card.task} has checkpoints {card.checkpoints}, report step {card.report_step}; "
+                        "overrides follow the card's rules)") from None
+
+
+def run_folder(out: str | Path, name: str, default_prefix: str) -> Path:
+    """``out/name``, by default ``out/<prefix>-<date>-<time>``: always one folder inside a writable ``out``."""
+    folder = name or f"{default_prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if folder in (".", "..") or Path(folder).name != folder or "/" in folder or "\\" in folder:
+        if not name:
+            raise UserError(f"{default_prefix!r} cannot start a run folder's name (it holds '/' or '..'); pass --name")
+        raise UserError(f"--name {name!r}: must be one folder name, without '/' or '..'; the run folder goes "
+                        "inside --out (choose that with --out)")
+    check_writable(out, "--out")
+    if (Path(out) / folder).is_file():
+        raise UserError(f"--out {out}: {Path(out) / folder} is a file, not a run folder; pass another --name")
+    return Path(out) / folder
+
+
 class _cpu_threads:
     """torch's intra-op threads set for a block and restored after (None: unchanged)."""
 
@@ -709,11 +775,30 @@ def package_versions() -> dict:
 def list_runs(out: str | Path = "runs") -> list[dict]:
     runs = []
     for manifest in sorted(Path(out).glob("*/manifest.json")):
-        m = json.loads(manifest.read_text())
+        m = read_manifest(manifest.parent)
         runs.append({"run": manifest.parent.name, "task": m["run"]["task"], "defenses": m["resolved"]["defenses"],
                      "groups": m["resolved"]["groups"], "seeds": m["resolved"]["seeds"], "model": m["model"]["name"],
                      "date": m["date"], "seconds": m["timings"]["total_seconds"], "failures": len(m["failures"])})
     return runs
+
+
+def read_manifest(run_dir: Path) -> dict:
+    """A run folder's manifest.json, or a ``UserError`` naming the folder if it is not one."""
+    path = Path(run_dir) / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except OSError as exc:
+        raise UserError(f"{run_dir}: not a run folder ({path.name}: {exc.strerror}); "
+                        "list runs with `immunobench runs --out FOLDER`") from None
+    except ValueError as exc:
+        raise UserError(f"{path}: corrupt manifest (not JSON: {exc}); rerun the run to rewrite it, "
+                        "or remove the folder") from None
+    missing = [k for k in ("run", "resolved", "model", "timings", "failures", "date")
+               if not isinstance(manifest, dict) or k not in manifest]
+    if missing:
+        raise UserError(f"{path}: corrupt manifest (no {', '.join(missing)}); rerun the run to rewrite it, "
+                        "or remove the folder")
+    return manifest
 
 
 __all__ = ["RunConfig", "Runner", "list_runs", "canonical"]

@@ -13,11 +13,14 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
 import torch
+
+from .errors import UserError
 
 DEFAULT_STORE = Path(os.environ.get("IMMUNOBENCH_STORE", Path.home() / ".cache" / "immunobench" / "store"))
 
@@ -124,6 +127,26 @@ class Store:
         for p in leftovers:
             shutil.rmtree(p, ignore_errors=True)
         return len(leftovers)
+
+
+def check_writable(folder: str | Path, option: str) -> Path:
+    """Refuse ``folder`` (named on the command line by ``option``) unless files can be created in it.
+
+    Probes the folder or, where it does not exist yet, its nearest existing parent with a temporary
+    folder that is removed at once, so a run fails before any work instead of at its first write.
+    """
+    folder = Path(folder).expanduser()
+    probe = folder
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"{option} {folder}: {probe} is a file, not a folder; pass a folder path")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".immunobench-write-check-", dir=probe))
+    except OSError as exc:
+        raise UserError(f"{option} {folder}: cannot write in {probe} ({exc.strerror}); "
+                        "pass a folder you can write to") from None
+    return folder
 
 
 def _fsync(file: Path) -> None:

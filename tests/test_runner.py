@@ -200,6 +200,45 @@ def test_a_cell_failing_in_a_worker_process_is_recorded_once(finished, small_car
     assert manifest["host"]["workers"] == 2 and set(manifest["timings"]["phases"]) == {"plan", "workers", "walk"}
 
 
+def test_a_grid_with_failed_cells_exits_3_and_says_why_last(finished, small_card, tmp_path, capsys):
+    """What could be written is written; the last line counts the failed cells and names the reason."""
+    from immunobench.cli import main
+
+    plugin = tmp_path / "fails.py"
+    plugin.write_text(
+        "from immunobench.plugins import Attack, Defense, register_attack, register_defense\n\n"
+        "@register_defense('fails-cli')\n"
+        "class FailsCli(Defense):\n"
+        "    version = '1'\n\n"
+        "    def immunize(self, model, data, cfg):\n"
+        "        raise FloatingPointError('outer loss is nan at step 1')\n\n"
+        "@register_attack('fails-cli-attack')\n"
+        "class FailsCliAttack(Attack):\n"
+        "    version = '1'\n\n"
+        "    def adapt(self, model, group, data, cfg, constraints, checkpoints):\n"
+        "        raise MemoryError('out of memory at step 0')\n")
+    tmp, _, _ = finished
+    common = ["run", "--task", str(small_card), "--groups", GROUP, "--out", str(tmp / "runs"), "--store",
+              str(tmp / "store"), "--sample-steps", "2", "--workers", "1", "--quiet", "--plugin", str(plugin)]
+
+    assert main([*common, "--defense", "fails-cli", "--name", "r6"]) == 3
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("1 of 2 cells failed: FloatingPointError: outer loss is nan at step 1 (1 cell)")
+    run_dir = tmp / "runs" / "r6"
+    assert set(pd.read_parquet(run_dir / "results.parquet").defense) == {"none"}  # the cell that worked
+    assert "fails-cli" in (run_dir / "leaderboard.md").read_text()
+    assert json.loads((run_dir / "manifest.json").read_text())["failures"][0]["defense"] == "fails-cli"
+
+    # every cell failing still leaves a manifest and a leaderboard that say so
+    assert main([*common, "--defense", "fails-cli", "--attack", "fails-cli-attack", "--name", "r7"]) == 3
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("2 of 2 cells failed: ") and "out of memory: MemoryError: out of memory at step 0 (1 cell)" in last
+    assert "FloatingPointError" in last and "the rest" not in last
+    run_dir = tmp / "runs" / "r7"
+    assert len(json.loads((run_dir / "manifest.json").read_text())["failures"]) == 2
+    assert pd.read_parquet(run_dir / "results.parquet").empty and (run_dir / "leaderboard.md").is_file()
+
+
 # --- what a defense may see ----------------------------------------------------------------------
 _SEEN: list = []
 
