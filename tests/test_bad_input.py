@@ -18,7 +18,6 @@ from immunobench.cli import main
 
 ERROR_LINE = re.compile(r"^immunobench[\w -]*: error: \S")
 RUN = ["run", "--task", "relearn-style", "--groups", "2c-1"]
-NEEDS_CONFIG28 = pytest.mark.xfail(reason="needs config28", strict=False)  # validated plugin configs
 
 # The work a bad input must never reach: each raises WorkStarted when called.
 WORK = ["immunobench.runner.Runner._walk", "immunobench.runner.Runner._compute_in_workers",
@@ -84,7 +83,7 @@ CASES = [
     # run: --set
     case("set-not-a-number", run("--set", "mima.steps=abc"), "mima"),
     case("set-unknown-field", run("--set", "mima.stesp=3"), "stesp"),
-    case("set-not-a-choice", run("--set", "uce.rows=concepts"), "rows", marks=NEEDS_CONFIG28),
+    case("set-not-a-choice", run("--set", "uce.rows=concepts"), "rows"),
     case("set-unknown-plugin", run("--set", "nosuchplugin.x=1"), "'nosuchplugin' is not a plugin of this run"),
     case("set-without-value", run("--set", "mima.steps"), "PLUGIN.FIELD=VALUE"),
     # --plugin
