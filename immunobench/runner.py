@@ -57,6 +57,10 @@ from .store import DEFAULT_STORE, Store, artifact_key, canonical
 
 SEED_STRIDE = 100_000
 SEED_OFFSETS = {"attack": 0, "defense": 1_000, "references": 3_000, "regularization": 5_000, "eval": 10_000}
+# Version of a run folder's results.parquet columns and manifest.json keys (docs/results-schema.md);
+# bump it when either changes incompatibly. Carried as the manifest's "schema_version" and as the
+# parquet file's key-value metadata "immunobench.schema_version".
+SCHEMA_VERSION = 1
 GRID_STAGES = ("immunize", "attack", "score")  # counted by the grid's progress bar
 
 
@@ -612,8 +616,9 @@ class Runner:
     def _write(self, run_dir: Path, results, seconds: float) -> None:
         from .leaderboard.report import render_report
 
-        results.to_parquet(run_dir / "results.parquet", index=False)
+        _write_results(results, run_dir / "results.parquet")
         manifest = {
+            "schema_version": SCHEMA_VERSION,
             "command": " ".join(sys.argv),
             "run": _config_dict(self.cfg),
             "resolved": {
@@ -657,6 +662,16 @@ class Runner:
         }
         (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
         render_report(run_dir, store=self.store)
+
+
+def _write_results(results, path: Path) -> None:
+    """``results.parquet`` with the schema version in the file's key-value metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(results, preserve_index=False)
+    meta = {**(table.schema.metadata or {}), b"immunobench.schema_version": str(SCHEMA_VERSION).encode()}
+    pq.write_table(table.replace_schema_metadata(meta), path)
 
 
 def describe_failure(exc: BaseException) -> dict:
