@@ -61,6 +61,10 @@ from .store import (
 
 SEED_STRIDE = 100_000
 SEED_OFFSETS = {"attack": 0, "defense": 1_000, "references": 3_000, "regularization": 5_000, "eval": 10_000}
+# Version of a run folder's results.parquet columns and manifest.json keys (docs/results-schema.md);
+# bump it when either changes incompatibly. Carried as the manifest's "schema_version" and as the
+# parquet file's key-value metadata "immunobench.schema_version".
+SCHEMA_VERSION = 1
 GRID_STAGES = ("immunize", "attack", "score")  # counted by the grid's progress bar
 
 
@@ -637,8 +641,9 @@ class Runner:
     def _write(self, run_dir: Path, results, seconds: float) -> None:
         from .leaderboard.report import render_report
 
-        results.to_parquet(run_dir / "results.parquet", index=False)
+        _write_results(results, run_dir / "results.parquet")
         manifest = {
+            "schema_version": SCHEMA_VERSION,
             "command": " ".join(sys.argv),
             "run": _config_dict(self.cfg),
             "resolved": {
@@ -724,6 +729,17 @@ def run_folder(out: str | Path, name: str, default_prefix: str) -> Path:
     if (Path(out) / folder).is_file():
         raise UserError(f"--out {out}: {Path(out) / folder} is a file, not a run folder; pass another --name")
     return Path(out) / folder
+
+
+def _write_results(results, path: Path) -> None:
+    """``results.parquet`` with the schema version in the file's key-value metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(results, preserve_index=False)
+    meta = {**(table.schema.metadata or {}), b"immunobench.schema_version": str(SCHEMA_VERSION).encode()}
+    pq.write_table(table.replace_schema_metadata(meta), path)
+
 
 
 class _cpu_threads:

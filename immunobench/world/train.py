@@ -431,7 +431,7 @@ CLIPTokenizer with SD's BPE vocabulary, DDPM schedule with SD v1's betas), at {c
   {report.get('vae_reference_mse', float('nan')):.4f} — personalization can reach only what the VAE decodes.
 - ε-loss over the first/last 50 steps: {first:.4f} → {last:.4f}; wall time of the invocation that finished
   the run: {report['seconds']:.0f} s (a resumed run counts only its own part).
-- quality: measured by `immunobench world check` (world_report.md at the repository root).
+- quality: measured by `immunobench world check` (the shipped copy's report: docs/tiny-sd-check/ in the repository).
 
 Rebuild with `immunobench world train` (resumable; same seed, same data).
 """
