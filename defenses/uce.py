@@ -17,7 +17,7 @@ rows from the last subject token through EOS and padding, aligned with the guide
 λ = 0.5, erase scale 1, preserve scale max(0.1, 1/|preserve|); the empty prompt (all 77 rows) is
 always preserved; guide "art" for styles, the unconditional guide for objects. Where we differ:
 the card's other concepts are preserved for objects too (the script preserved none for objects;
-issue [3/7] specifies "erase towards a guide, preserve others", and in the embedded world erasing
+the roadmap specifies "erase towards a guide, preserve others", and in the embedded world erasing
 objects without a preserve set cost the other objects 14–19 points of accuracy, measured
 2026-11-24; ``preserve="none"`` restores the script's behaviour); each concept is erased both as its bare
 name and inside the card's prompt (``--add_prompts`` in the original, whose ``type=bool`` flag

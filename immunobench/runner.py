@@ -741,7 +741,6 @@ def _write_results(results, path: Path) -> None:
     pq.write_table(table.replace_schema_metadata(meta), path)
 
 
-
 class _cpu_threads:
     """torch's intra-op threads set for a block and restored after (None: unchanged)."""
 

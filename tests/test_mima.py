@@ -1,4 +1,4 @@
-"""MIMA's outer gradient flows through the merge and the unrolled inner step (issue [3/7])."""
+"""MIMA's outer gradient flows through the merge and the unrolled inner step."""
 import copy
 
 import pytest

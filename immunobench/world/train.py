@@ -28,7 +28,7 @@ from .common import cosine_with_warmup, reconstruct, reference_images
 
 
 # tiny-sd: UNet (32, 64) at 64 px over 16×16 latents — measured ~80 ms per batch-8 step on
-# 2 cores, so a 400-step LoRA attack plus sampling stays under a minute (issue [2/7]).
+# 2 cores, so a 400-step LoRA attack plus sampling stays under a minute.
 # Cross-attention at both levels: with SD's pattern (none at the lowest) v0 learned to ignore its
 # prompts; measured over 700 steps, text reaches the loss 40% more with both levels.
 # Heads (2, 4), head size 16, instead of diffusers' 8 per level (sizes 4 and 8): a UNet step took 0.54 of
