@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError, model_validator
 
 from .errors import CardError, UnknownNameError
 
@@ -87,7 +87,7 @@ class TaskCard(_Strict):
     start_model: StartModel
     attacks: list[str] = Field(min_length=1)
     report_step: int = Field(ge=0)
-    checkpoints: list[int] = Field(min_length=1)
+    checkpoints: list[NonNegativeInt] = Field(min_length=1)
     data: DataSpec
     regularization: Regularization
     metadata: Metadata

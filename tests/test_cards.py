@@ -88,6 +88,7 @@ def _builtin(task):
     (lambda d: d.update(groupz=d.pop("groups")), "groupz: unknown key"),
     (lambda d: d["groups"]["2c-1"].append("nobody"), "groups.2c-1[2]: unknown concept 'nobody'"),
     (lambda d: d.update(report_step=7), "report_step: 7 is not one of the checkpoints"),
+    (lambda d: d.update(checkpoints=[-1, *d["checkpoints"]]), "checkpoints.0: Input should be greater than or equal to 0"),
     (lambda d: d.update(kind="erase"), "kind: Input should be 'relearn' or 'personalization'"),
     (lambda d: d.pop("task"), "task: required field is missing"),
     (lambda d: d["concepts"]["purse"].pop("category"), "concepts.purse.category: required"),
