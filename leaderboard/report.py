@@ -189,9 +189,10 @@ def leaderboard(results: pd.DataFrame, manifest: dict) -> tuple[str, pd.DataFram
              f"Reported at attack step {step}; {len(seeds)} seed(s) {seeds}"
              + (" (cells: mean ± std over seeds (number of seeds))" if len(seeds) > 1 else "") + f"; run {manifest['date']}.\n")
     lines, frames, labels = [title], [], plugin_labels(manifest)
-    adjusted = [name for name, label in labels.items() if label != name]
+    in_rows = [*resolved.get("defenses", []), *resolved.get("attacks", [])]
+    adjusted = [name for name in in_rows if labels.get(name, name) != name]
     if adjusted:
-        kind = "attack" if adjusted[0] in manifest["resolved"].get("attacks", []) else "defense"
+        kind = "attack" if adjusted[0] in resolved.get("attacks", []) else "defense"
         lines += [f"Rows marked [… preset] or [--set] ran with values other than the paper defaults; each value in "
                   f"force and where it came from: `manifest.json` (resolved.plugins), or e.g. `immunobench show {kind} "
                   f"{adjusted[0]} --model {manifest['model']['name']}`.\n"]

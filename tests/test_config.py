@@ -189,7 +189,7 @@ def test_the_leaderboard_labels_rows_run_under_a_preset():
     from immunobench.leaderboard.report import leaderboard
 
     manifest = _manifest()
-    manifest["resolved"].update(attacks=["lora"], plugins={
+    manifest["resolved"].update(defenses=["none", "mima"], attacks=["lora"], plugins={
         "none": {"presets_in_force": [], "overrides": {}},
         "mima": {"presets_in_force": ["tiny-sd"], "overrides": {}},
         "lora": {"presets_in_force": [], "overrides": {"rank": 8}},
