@@ -191,8 +191,8 @@ class Runner:
         if unknown:
             raise UserError(f"--set {unknown[0]}.…: {unknown[0]!r} is not a plugin of this run ({', '.join(sorted(p for p in plugins if p))})")
         self.model_name = resolve_spec(cfg.model)[0]  # presets need the name only, not the weights
-        for name, cls in self._plugins():
-            self.plugin_config(cls, name)  # a bad --set fails now, not after an hour
+        # resolved once, before any work: a bad --set fails now, not after an hour
+        self.configs: dict[str, Resolved] = {name: self.resolved_config(cls, name) for name, cls in self._plugins()}
         self.run_dir = run_folder(cfg.out, cfg.name, self.card.task)
         check_writable(cfg.store, "--store")
         self.stats = {"computed": {}, "cached": {}}
@@ -208,8 +208,8 @@ class Runner:
         self._stage_bar = None
 
     # --- plugins and their configs -------------------------------------------------------
-    def plugin_config(self, cls, name: str):
-        return self.resolved_config(cls, name).config
+    def plugin_config(self, name: str):
+        return self.configs[name].config
 
     def resolved_config(self, cls, name: str) -> Resolved:
         """The plugin's config on this backbone and task kind: paper default, presets, then ``--set``.
@@ -272,7 +272,7 @@ class Runner:
         if spec.defense is None:
             return self.model.fingerprint, self.model
         cls = get_defense(spec.defense)
-        cfg = self.plugin_config(cls, spec.defense)
+        cfg = self.plugin_config(spec.defense)
         erased = group.start_erased()
         preserve = group.start_preserve_prompts()
         key = artifact_key("start", model=self.model.fingerprint, card=self.card_hash, targets=erased.targets,
@@ -317,7 +317,7 @@ class Runner:
         if defense == "none":
             return start_key, start, Constraints()
         cls = get_defense(defense)
-        cfg = self.plugin_config(cls, defense)
+        cfg = self.plugin_config(defense)
         if "seed" in _config_dict(cfg):
             cfg = replace(cfg, seed=seed)
         key = artifact_key("immunize", start=start_key, defense=defense, version=cls.version, config=_config_dict(cfg),
@@ -342,7 +342,7 @@ class Runner:
     def attack(self, attack: str, group: ConceptGroup, seed: int, model_key: str, model: Backbone, constraints,
                data: TaskData, data_keys: dict):
         cls = get_attack(attack)
-        cfg = self.plugin_config(cls, attack)
+        cfg = self.plugin_config(attack)
         if "seed" in _config_dict(cfg):
             cfg = replace(cfg, seed=seed)
         eval_seeds = [seed * SEED_STRIDE + SEED_OFFSETS["eval"] + i for i in range(self.eval_images)]
@@ -651,7 +651,7 @@ class Runner:
                 "checkpoints": self.checkpoints, "report_step": self.report_step,
                 "eval_images": self.eval_images, "seeds": list(self.cfg.seeds),
                 # per plugin: the config in force, the paper default, the presets applied and each value's source
-                "plugins": {name: {"version": cls.version, **self.resolved_config(cls, name).manifest()}
+                "plugins": {name: {"version": cls.version, **self.configs[name].manifest()}
                             for name, cls in self._plugins()},
                 "judges": {role: {"judge": self.judge_versions[role], **self.judges[role].describe()}
                            for role in self.judges},
