@@ -21,7 +21,8 @@ from typing import Annotated, Iterator
 import torch
 from pydantic import Field
 
-from immunobench.diffusion import diffusion_loss, encode_images, encode_prompts
+from immunobench.diffusion import diffusion_loss
+from immunobench.finetune import Batches, attack_training_set, train
 from immunobench.plugins import Attack, Constraints, register_attack
 
 
@@ -50,51 +51,34 @@ class LoRA(Attack):
 
     def adapt(self, model, group, data, cfg: LoRAConfig = LoRAConfig(), constraints: Constraints = Constraints(),
               checkpoints: list[int] = (400,)) -> Iterator[tuple[int, object]]:
-        from peft import LoraConfig as PeftLoraConfig
-
-        concepts = [c for c in group.targets if c in data.attack]
-        images = torch.cat([data.attack[c].images for c in concepts])
-        prompts = [p for c in concepts for p in data.attack[c].prompts]
-        with torch.no_grad():
-            latents = encode_images(model, images)
-            unique = sorted(set(prompts))
-            table = encode_prompts(model, unique)
-            cond = table[torch.tensor([unique.index(p) for p in prompts])]
-
+        train_set = attack_training_set(model, group, data)
+        cond = train_set.conditioning(model)
         unet = copy.deepcopy(model.unet)
-        unet.requires_grad_(False)
-        with torch.random.fork_rng(devices=[]):  # peft draws the "gaussian" A factors from the global RNG
-            torch.manual_seed(cfg.seed)
-            unet.add_adapter(PeftLoraConfig(r=cfg.rank, lora_alpha=cfg.rank, init_lora_weights="gaussian",
-                                            target_modules=list(cfg.target_modules)))
-        trainable = _lora_parameters(unet, constraints.frozen)
+        trainable = add_lora(unet, cfg.rank, cfg.target_modules, cfg.seed, constraints.frozen)
         opt = torch.optim.AdamW(trainable, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
         adapted = model.with_weights()
         adapted.unet = unet
         g = torch.Generator().manual_seed(cfg.seed)
-        order = torch.randperm(len(latents), generator=g)
-        cursor, step, last = 0, 0, max(checkpoints)
-        if 0 in checkpoints:
-            yield 0, adapted
-        unet.train()
-        while step < last:
-            if cursor + cfg.batch_size > len(order):  # a new epoch
-                order, cursor = torch.randperm(len(latents), generator=g), 0
-            idx = order[cursor : cursor + cfg.batch_size]
-            cursor += cfg.batch_size
-            loss = diffusion_loss(unet, latents[idx], cond[idx], model.scheduler, generator=g)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"lora: loss is {loss.item()} at step {step + 1}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
-            opt.step()
-            step += 1
-            if step in checkpoints:
-                unet.eval()
-                yield step, adapted  # live: valid until the generator resumes
-                unet.train()
-        unet.eval()
+        batches = Batches(len(train_set), cfg.batch_size, g)
+
+        def loss_at(step: int) -> torch.Tensor:
+            idx = batches.next()
+            return diffusion_loss(unet, train_set.latents[idx], cond[idx], model.scheduler, generator=g)
+
+        yield from train("lora", adapted, [unet], trainable, opt, loss_at, checkpoints, max_grad_norm=cfg.max_grad_norm)
+
+
+def add_lora(unet: torch.nn.Module, rank: int, target_modules, seed: int, frozen=frozenset()) -> list[torch.nn.Parameter]:
+    """PEFT LoRA (α = r, "gaussian" A, B = 0) on ``target_modules`` of ``unet``, in place; returns the
+    factors to train (none for a frozen base tensor). Shared with ``dreambooth_lora``."""
+    from peft import LoraConfig as PeftLoraConfig
+
+    unet.requires_grad_(False)
+    with torch.random.fork_rng(devices=[]):  # peft draws the "gaussian" A factors from the global RNG
+        torch.manual_seed(seed)
+        unet.add_adapter(PeftLoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
+                                        target_modules=list(target_modules)))
+    return _lora_parameters(unet, frozen)
 
 
 def _lora_parameters(unet: torch.nn.Module, frozen: frozenset[str]) -> list[torch.nn.Parameter]:

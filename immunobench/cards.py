@@ -59,7 +59,7 @@ class DataSpec(_Strict):
 
 
 class Regularization(_Strict):
-    prompt: str = Field(description="prompt of the regularization set, may use {class}")
+    prompt: str = Field(description="prompt of the regularization set; {category} = each target's category")
     images: int = Field(200, ge=1)
 
 
@@ -188,6 +188,13 @@ class ConceptGroup:
             return self.concept_name(concept)
         identifier = getattr(self.card.identifiers, phase)[self.targets.index(concept) if concept in self.targets else 0]
         return f"{identifier} {self.card.concepts[concept].category}"
+
+    def class_prompt(self, concept: str) -> str:
+        """The card's regularization prompt for ``concept``, its ``{category}`` filled in: DreamBooth's
+        class prompt and MIMA's C_reg prompt ("purse", "houseplant"; "artwork" and "object" on the
+        re-learning cards, which have no placeholder). A group of N instances has N of them."""
+        category = self.card.concepts[concept].category or ""
+        return self.card.regularization.prompt.format(category=category)
 
     def start_preserve_prompts(self) -> list[str]:
         """The prompts the card's start model preserves for this group (``start_model.preserve``):

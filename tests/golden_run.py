@@ -23,8 +23,10 @@ from pathlib import Path
 import yaml
 
 GROUP = "3c-4"
-# Scores may move by float rounding (thread counts, batch composition, fused kernels): at most this.
-TOLERANCE = 1e-4
+# Scores may move by float rounding (thread counts, batch composition, fused kernels, the CPU's
+# vendor): at most this. The golden was made on an AMD EPYC; on an Intel Xeon (2026-12-06) the same
+# code differs by up to 1.9e-4 (a LoRA-attacked generation's similarity), so 1e-4 was too tight.
+TOLERANCE = 5e-4
 GOLDEN = Path(__file__).parent / "golden" / "relearn_small.json"
 
 
