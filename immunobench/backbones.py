@@ -40,6 +40,8 @@ class BackboneSpec:
     metric_family: str = "real"  # "real" judges (CLIP/DINO/LPIPS/ResNet50) or the embedded world's
     # "module:function" → (captions, source): the generic caption pool of defenses' C_reg (immunobench.captions)
     captions: str = "immunobench.captions:coco_pool"
+    # "module:function" → personal instances' photos (immunobench.references)
+    references: str = "immunobench.references:customconcept101"
     description: str = ""
     missing_hint: str = ""  # what to do when a local source folder is absent
 
@@ -60,6 +62,7 @@ def tiny_sd() -> BackboneSpec:
         guidance_scale=3.0,
         metric_family="world",
         captions="immunobench.world.captions:generic_pool",  # the world's own caption language
+        references="immunobench.world.common:instance_views",  # rendered views of the world's instances
         description="the embedded default: SD's classes at 64 px, trained on the concept world",
         missing_hint="the embedded weights are not in this checkout; build them with `immunobench world train`",
     )

@@ -134,6 +134,12 @@ class TaskCard(_Strict):
         return self.prompt.format(name=c.name, a_name=with_article(c.name))
 
 
+def category_key(noun: str) -> str:
+    """How results and judges name an instance's category: ``"wooden pot"`` → ``"category-wooden-pot"``
+    (the world's id of that concept; the real classifier maps it to its class name)."""
+    return "category-" + noun.replace(" ", "-")
+
+
 @dataclass(frozen=True)
 class ConceptGroup:
     """One row of Table 6: the targets of a cell and the other concepts it is scored on.
@@ -170,13 +176,33 @@ class ConceptGroup:
         return ConceptGroup(self.task, "all", tuple(self.card.concepts), (), self.card)
 
     def prompt(self, concept: str, phase: str = "attack") -> str:
-        """The card's prompt for a concept; instances get the defense's or the attacker's token."""
+        """The card's prompt for a target; instances get the defense's or the attacker's token of the
+        target's position (MIMA §5.2: one token per concept, the attacker's differ from the defense's).
+        An instance that is not a target has no token here: it is adapted alone (``alone``)."""
         identifier = None
         if self.card.identifiers is not None:
-            tokens = getattr(self.card.identifiers, phase)
-            position = self.targets.index(concept) if concept in self.targets else 0
-            identifier = tokens[position]
+            if concept not in self.targets:
+                raise ValueError(f"{concept!r} is not a target of group {self.name}; an instance gets its "
+                                 "identifier as a target: use ConceptGroup.alone({concept!r})")
+            identifier = getattr(self.card.identifiers, phase)[self.targets.index(concept)]
         return self.card.prompt_for(concept, identifier)
+
+    def alone(self, concept: str) -> "ConceptGroup":
+        """``concept`` as the one target of its own adaptation (the personalization card's others: MRSGR
+        adapts each of them by itself); named after the concept, not the group, so what it keys is
+        shared by every group that scores it."""
+        return ConceptGroup(self.task, concept, (concept,), (), self.card)
+
+    def probe(self, concept: str) -> tuple[str, str]:
+        """(what the judge classifies, prompt) of the images that tell whether an attack left a scored
+        concept drawable — the others' accuracy of Tab. 5 and the worst case's ε guard. The concept
+        itself on the re-learning cards; for a personal instance, which no classifier knows, its
+        category ("a photo of a sofa", judged as ``category_key("sofa")``)."""
+        c = self.card.concepts[concept]
+        if self.card.concept_type != "instance":
+            return concept, self.prompt(concept) if concept in self.targets else self.card.prompt_for(concept)
+        article = with_article(c.category).split()[0]
+        return category_key(c.category), self.card.prompt.format(identifier=article, category=c.category)
 
     def concept_name(self, concept: str) -> str:
         return self.card.concepts[concept].name
@@ -186,7 +212,7 @@ class ConceptGroup:
         "sks purse" (the template's words around them are not the concept's)."""
         if self.card.concept_type != "instance":
             return self.concept_name(concept)
-        identifier = getattr(self.card.identifiers, phase)[self.targets.index(concept) if concept in self.targets else 0]
+        identifier = getattr(self.card.identifiers, phase)[self.targets.index(concept)]
         return f"{identifier} {self.card.concepts[concept].category}"
 
     def class_prompt(self, concept: str) -> str:

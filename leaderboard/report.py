@@ -19,7 +19,7 @@ import pandas as pd
 from immunobench.metrics.scores import wilson_interval
 from immunobench.plugins import SIMILARITY_ROLES, metric_label
 
-from .results import run_similarity_judges
+from .results import MEAN_OVER_ATTACKS, run_similarity_judges
 TIDY_COLUMNS = ["table", "defense", "attack", "metric", "group", "mean", "std", "n",
                 "ci_low", "ci_high", "images", "phase"]
 PHASES = ("start", "immunized", "after attack")  # the accuracy block's row order
@@ -108,7 +108,8 @@ def _markdown_block(tables: dict[str, pd.DataFrame], groups: list[str], higher_i
             vals = table[table.group == col]["mean"]
             if len(vals) > 1:
                 best[col] = vals.max() if higher_is_better[suffix] else vals.min()
-        for (defense, attack), rows in table.groupby(["defense", "attack"], sort=False):
+        by_row = sorted(table.groupby(["defense", "attack"], sort=False), key=lambda kv: kv[0][1] != MEAN_OVER_ATTACKS)
+        for (defense, attack), rows in by_row:  # the mean over attacks first, then each attack
             cells = []
             for col in columns:
                 r = rows[rows.group == col]
@@ -189,6 +190,7 @@ def leaderboard(results: pd.DataFrame, manifest: dict) -> tuple[str, pd.DataFram
              f"Reported at attack step {step}; {len(seeds)} seed(s) {seeds}"
              + (" (cells: mean ± std over seeds (number of seeds))" if len(seeds) > 1 else "") + f"; run {manifest['date']}.\n")
     lines, frames, labels = [title], [], plugin_labels(manifest)
+    labels[MEAN_OVER_ATTACKS] = f"mean over {', '.join(resolved.get('attacks', []))}"
     in_rows = [*resolved.get("defenses", []), *resolved.get("attacks", [])]
     adjusted = [name for name in in_rows if labels.get(name, name) != name]
     if adjusted:
@@ -203,11 +205,18 @@ def leaderboard(results: pd.DataFrame, manifest: dict) -> tuple[str, pd.DataFram
     label = {r: metric_label(judges[r]) for r in SIMILARITY_ROLES}
     upwards = {label[r]: judges[r].higher_is_better for r in SIMILARITY_ROLES}
     msgr = {label[r]: summary_table(defended, f"MSGR/{r}", groups) for r in SIMILARITY_ROLES}
-    lines += ["## MSGR (%) ↑ — higher = stronger immunization (MIMA Tab. 1)", ""]
+    personalization = resolved.get("kind") == "personalization"
+    lines += [f"## MSGR (%) ↑ — higher = stronger immunization (MIMA Tab. {'2' if personalization else '1'})", ""]
+    if personalization:
+        lines += [f"Rows `(mean over …)` average each seed's figure over the attacks, as MIMA §5.2 reports "
+                  f"personalization; the per-attack rows follow.", ""]
     lines += _markdown_block(msgr, groups, upwards, 2, "metric", labels) + [""]
     mrsgr = {label[r]: summary_table(defended, f"MRSGR/{r}", groups) for r in SIMILARITY_ROLES}
     if any(not t.empty for t in mrsgr.values()):
-        lines += ["## MRSGR (%) ↑ — higher = other concepts stay as adaptable (MIMA Eq. 12)", ""]
+        lines += [f"## MRSGR (%) ↑ — higher = other concepts stay as adaptable (MIMA Eq. 12{', Tab. 3' if personalization else ''})", ""]
+        if personalization:
+            lines += ["Each other concept is adapted alone, by the same attack, on the immunized and on the "
+                      "undefended model; MRSGR compares those pairs with the targets' pairs.", ""]
         lines += _markdown_block(mrsgr, groups, upwards, 2, "metric", labels) + [""]
         # MRSGR is a ratio of the others' to the targets' similarity, so it says nothing of the others' level
         lines += ["MRSGR compares the others with the targets only: it can be positive while the others' "
@@ -218,7 +227,10 @@ def leaderboard(results: pd.DataFrame, manifest: dict) -> tuple[str, pd.DataFram
     before = any((t.phase != "after attack").any() for t in (acc_t, acc_o) if not t.empty)
     lines += [f"## Classifier accuracy {'before and after' if before else 'after'} the attack (MIMA Tab. 5)", "",
               "Targets ↓ (lower = the attack failed to re-learn them):", ""]
-    lines += _accuracy_block(acc_t, groups, False, labels) + [""]
+    if acc_t.empty and personalization:
+        lines += ["(none: no classifier knows a personal instance; the others below are judged by their categories)", ""]
+    else:
+        lines += _accuracy_block(acc_t, groups, False, labels) + [""]
     lines += ["Others ↑ (higher = the rest of the model still works):", ""]
     lines += _accuracy_block(acc_o, groups, True, labels) + [""]
     if any(t.ci_low.notna().any() for t in (acc_t, acc_o) if not t.empty):

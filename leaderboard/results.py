@@ -23,11 +23,13 @@ def derive_scores(rows: list[dict], card) -> pd.DataFrame:
         return df
     derived = []
     for (task, group, attack, seed), cell in df.groupby(["task", "group", "attack", "seed"]):
-        targets, others = card.group(group).targets, card.group(group).others
+        g = card.group(group)
+        targets, others = g.targets, g.others
+        probes = [g.probe(c)[0] for c in others]  # what the classifier judges for the others (personal instances: their categories)
         base = {"task": task, "group": group, "concept": "*", "attack": attack, "seed": seed}
         for (defense, step), part in cell.groupby(["defense", "step"]):
             acc = dict(zip(part.loc[part.metric == "acc", "concept"], part.loc[part.metric == "acc", "value"]))
-            for label, concepts in (("targets", targets), ("others", others)):
+            for label, concepts in (("targets", targets), ("others", probes)):
                 value = mean_accuracy(acc, concepts) if all(c in acc for c in concepts) else None
                 if value is not None:
                     derived.append({**base, "defense": defense, "step": step, "metric": f"acc/{label}", "value": value})
@@ -45,8 +47,28 @@ def derive_scores(rows: list[dict], card) -> pd.DataFrame:
                 if len(paired_t) == len(targets) and len(paired_o) == len(others) and others:
                     derived.append({**base, "defense": defense, "step": step, "metric": f"MRSGR/{role}",
                                     "value": mrsgr(paired_t, paired_o)})
-    out = pd.concat([df, pd.DataFrame(derived, columns=COLUMNS)], ignore_index=True)
+    derived = pd.DataFrame(derived, columns=COLUMNS)
+    if card.kind == "personalization":
+        derived = pd.concat([derived, mean_over_attacks(derived)], ignore_index=True)
+    out = pd.concat([df, derived], ignore_index=True)
     return out.astype({"seed": int, "step": int, "value": float})
+
+
+MEAN_OVER_ATTACKS = "mean"  # the ``attack`` of rows averaged over a run's attacks
+
+
+def mean_over_attacks(derived: pd.DataFrame) -> pd.DataFrame:
+    """MIMA §5.2 reports personalization averaged over its four adaptation methods: per (group,
+    defense, seed, step), the mean of each MSGR/MRSGR over the run's attacks, where every attack has
+    it (a failed attack leaves the mean out rather than averaging fewer)."""
+    part = derived[derived.metric.str.startswith(("MSGR/", "MRSGR/"))]
+    attacks = derived.attack.nunique()
+    if part.empty or attacks < 2:
+        return pd.DataFrame(columns=COLUMNS)
+    keys = ["task", "group", "concept", "defense", "seed", "step", "metric"]
+    agg = part.groupby(keys).value.agg(["mean", "count"]).reset_index()
+    agg = agg[agg["count"] == attacks].rename(columns={"mean": "value"}).drop(columns="count")
+    return agg.assign(attack=MEAN_OVER_ATTACKS)[COLUMNS]
 
 
 def run_similarity_judges(manifest: dict) -> dict[str, type]:

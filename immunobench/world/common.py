@@ -21,10 +21,20 @@ def cosine_with_warmup(step: int, total: int, warmup: int = 200) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
 
-def reference_images(instance: str, size: int | None = None) -> torch.Tensor:
-    """A personal instance's reference views as a batch in [-1, 1] (the renderer's size by default)."""
-    views = reference_views(instance) if size is None else reference_views(instance, size=size)
-    return torch.stack([torch.tensor(v).permute(2, 0, 1).float() / 127.5 - 1 for v in views])
+def reference_images(instance: str, size: int | None = None, n: int | None = None) -> torch.Tensor:
+    """A personal instance's reference views as a batch in [-1, 1] (the renderer's size and view count
+    by default)."""
+    kwargs = {k: v for k, v in (("size", size), ("n", n)) if v is not None}
+    return torch.stack([torch.tensor(v).permute(2, 0, 1).float() / 127.5 - 1 for v in reference_views(instance, **kwargs)])
+
+
+def instance_views(concept_key: str, concept, count: int, size: int) -> tuple[torch.Tensor, str]:
+    """``BackboneSpec.references`` of ``tiny-sd``: ``count`` rendered views of the world's instance
+    (the renderer draws as many distinct views as asked: pose, light and backdrop vary per index)."""
+    import hashlib
+
+    views = reference_images(concept_key, size=size, n=count)
+    return views, f"world views of {concept_key}: {count}, sha1 {hashlib.sha1(views.numpy().tobytes()).hexdigest()[:12]}"
 
 
 @torch.no_grad()

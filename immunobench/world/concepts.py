@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from ..cards import category_key
 from ..errors import UnknownNameError
 
 Kind = Literal["style", "object", "instance"]
@@ -109,9 +110,9 @@ _PERSONAL = [
 ]
 
 
-def category_id(noun: str) -> str:
-    """The concept id of a personal-concept category: ``"wooden pot"`` → ``"category-wooden-pot"``."""
-    return "category-" + noun.replace(" ", "-")
+# The concept id of a personal-concept category ("wooden pot" → "category-wooden-pot"): the cards'
+# name for it, so results, judges and the world agree.
+category_id = category_key
 
 
 _CATEGORIES = [Concept(category_id(noun), noun, "object") for _, noun, _ in _PERSONAL]
