@@ -108,7 +108,7 @@ def _markdown_block(tables: dict[str, pd.DataFrame], groups: list[str], higher_i
             vals = table[table.group == col]["mean"]
             if len(vals) > 1:
                 best[col] = vals.max() if higher_is_better[suffix] else vals.min()
-        by_row = sorted(table.groupby(["defense", "attack"], sort=False), key=lambda kv: kv[0][1] != MEAN_OVER_ATTACKS)
+        by_row = sorted(table.groupby(["defense", "attack"], sort=False), key=lambda kv: (kv[0][0], kv[0][1] != MEAN_OVER_ATTACKS))
         for (defense, attack), rows in by_row:  # the mean over attacks first, then each attack
             cells = []
             for col in columns:
