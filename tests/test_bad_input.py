@@ -61,7 +61,8 @@ CASES = [
     case("negative-workers", run("--workers", "-1"), "--workers"),
     case("negative-eval-images", run("--eval-images", "-1"), "--eval-images"),
     case("not-a-device", run("--device", "gpu0"), "not a torch device"),
-    case("personalization-card", ["run", "--task", "personalization", "--out", "{out}", "--store", "{store}"], "personalization"),
+    case("personalization-unknown-group", ["run", "--task", "personalization", "--groups", "2c-9", "--out", "{out}",
+                                           "--store", "{store}"], "unknown group '2c-9'"),
     # run: overrides the card itself would reject
     case("report-step-not-a-checkpoint", run("--report-step", "3"), "not one of the checkpoints"),
     case("checkpoints-unsorted", run("--checkpoints", "400", "0"), "strictly increasing"),
