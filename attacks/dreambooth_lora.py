@@ -17,7 +17,18 @@ the benchmark's sampler, independently shuffled class batches, no flip/crop/fp16
 (``--train_text_encoder`` is off in the README). A constraint's frozen tensors get no adapter update
 (B stays 0), so the merged weights equal them bit for bit.
 
-Preset: see the "Preset" paragraph below (filled by benchmarks/unet_attack_presets.py).
+Preset: on tiny-sd, lr 1e-2 (100× the README's). benchmarks/unet_attack_presets.py (2026-12-06, no
+defense, purse and castle, 8 generations, seeds 20000+, DINO-role gain over step 0 = −0.366 purse /
+0.759 castle), mean over both instances:
+
+    lr      gain@40  gain@200
+    1e-4    0.160    0.444
+    1e-3    0.492    0.694
+    1e-2    0.650    0.401   (purse 0.857 at 40, falls back to 0.289 at 200: over-trained)
+
+The protocol picks the best gain at the card's report step (40); 1e-3 is the better attacker by step 200
+and is the value to sweep against a defense (``--attack-sweep dreambooth_lora.lr=1e-3,1e-2``). tiny-sd
+was pre-trained at 1e-3, so an adapter needs 10–100× SD's lr to move it as far in 40 steps.
 """
 from __future__ import annotations
 
@@ -61,7 +72,7 @@ class DreamBoothLoRA(Attack):
 
     version = "1"
     Config = DreamBoothLoRAConfig
-    presets = {"tiny-sd": {}}
+    presets = {"tiny-sd": {"lr": 1e-2}}
 
     def adapt(self, model, group, data, cfg: DreamBoothLoRAConfig = DreamBoothLoRAConfig(),
               constraints: Constraints = Constraints(), checkpoints: list[int] = (500,)) -> Iterator[tuple[int, object]]:

@@ -41,7 +41,8 @@ SEED0, N_GEN = 20_000, 8
 GRIDS = {
     "dreambooth_lora": [{"lr": lr} for lr in (1e-3, 1e-2, 1e-4)],
     "full_ft": [{"lr": lr} for lr in (1e-4, 1e-3, 1e-5)],
-    "dreambooth": [{"lr": lr, "num_class_images": 20} for lr in (5e-5, 5e-4, 5e-6)],
+    "dreambooth": [{"lr": lr, "num_class_images": 20} for lr in (5e-5, 5e-4, 5e-6)]
+                  + [{"lr": 5e-4, "num_class_images": 100}],  # the script's class-image count at the best lr
 }
 
 
@@ -94,6 +95,22 @@ def summary(rows: list[dict]) -> dict:
     return out
 
 
+def draw_class_images_once() -> None:
+    """Every run here attacks the same un-defended model, so DreamBooth's class images (deterministic in
+    the model, class prompt, count and seed) are drawn once per instance and reused across configs."""
+    import immunobench.finetune as finetune
+
+    draw, drawn = finetune.class_images, {}
+
+    def cached(model, group, concepts, count, seed, on_batch=None):
+        key = (tuple(group.class_prompt(c) for c in concepts), count, seed)
+        if key not in drawn:
+            drawn[key] = draw(model, group, concepts, count, seed, on_batch)
+        return drawn[key]
+
+    finetune.class_images = cached
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--attacks", nargs="+", default=list(GRIDS))
@@ -103,6 +120,7 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/unet_attack_presets.json")
     args = ap.parse_args()
     discover()
+    draw_class_images_once()
     model = load_backbone("tiny-sd")
     dino = get_metric(judges_for(model.spec.metric_family)["D"])()
     out = Path(args.out)
