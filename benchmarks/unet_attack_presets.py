@@ -10,6 +10,10 @@ mean) at steps 0, 40 (the card's report step) and 200. The preset is the config 
 gain at step 40. One JSON line per (attack, config, instance) is appended to the output; a rerun skips
 lines already there, so an interrupted sweep keeps what it measured.
 
+As run for the committed figures (2026-12-06): ``--last-step 40`` over every grid first (the selection
+figure; the 2 cores were shared with other jobs then), then a plain run extending every config to 200.
+Step 40 reproduced exactly in the second pass (the runs are deterministic).
+
     .venv/bin/python benchmarks/unet_attack_presets.py                     # every grid
     .venv/bin/python benchmarks/unet_attack_presets.py --attacks full_ft   # one
 """
