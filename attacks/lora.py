@@ -22,7 +22,7 @@ import torch
 from pydantic import Field
 
 from immunobench.diffusion import diffusion_loss
-from immunobench.finetune import Batches, attack_training_set, train
+from immunobench.finetune import Batches, add_lora, attack_training_set, train
 from immunobench.plugins import Attack, Constraints, register_attack
 
 
@@ -67,30 +67,3 @@ class LoRA(Attack):
 
         yield from train("lora", adapted, [unet], trainable, opt, loss_at, checkpoints, max_grad_norm=cfg.max_grad_norm)
 
-
-def add_lora(unet: torch.nn.Module, rank: int, target_modules, seed: int, frozen=frozenset()) -> list[torch.nn.Parameter]:
-    """PEFT LoRA (α = r, "gaussian" A, B = 0) on ``target_modules`` of ``unet``, in place; returns the
-    factors to train (none for a frozen base tensor). Shared with ``dreambooth_lora``."""
-    from peft import LoraConfig as PeftLoraConfig
-
-    unet.requires_grad_(False)
-    with torch.random.fork_rng(devices=[]):  # peft draws the "gaussian" A factors from the global RNG
-        torch.manual_seed(seed)
-        unet.add_adapter(PeftLoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
-                                        target_modules=list(target_modules)))
-    return _lora_parameters(unet, frozen)
-
-
-def _lora_parameters(unet: torch.nn.Module, frozen: frozenset[str]) -> list[torch.nn.Parameter]:
-    """LoRA factors to train, skipping those that adapt a frozen base tensor."""
-    params = []
-    for name, p in unet.named_parameters():
-        if "lora_" not in name:
-            continue
-        base = name.split(".lora_")[0] + ".weight"
-        if base.replace(".base_layer", "") in frozen:
-            p.requires_grad_(False)
-            continue
-        p.requires_grad_(True)
-        params.append(p)
-    return params

@@ -71,7 +71,7 @@ class DiffusersStyle:
     def __init__(self, model, group, data, cfg):
         from peft import LoraConfig
 
-        from immunobench.attacks.lora import _lora_parameters
+        from immunobench.finetune import lora_parameters
 
         self.model, self.cfg = model, cfg
         self.images = torch.cat([data.attack[c].images for c in group.targets if c in data.attack])
@@ -81,7 +81,7 @@ class DiffusersStyle:
             torch.manual_seed(cfg.seed)
             self.unet.add_adapter(LoraConfig(r=cfg.rank, lora_alpha=cfg.rank, init_lora_weights="gaussian",
                                              target_modules=list(cfg.target_modules)))
-        self.params = _lora_parameters(self.unet, frozenset())
+        self.params = lora_parameters(self.unet, frozenset())
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
         self.g = torch.Generator().manual_seed(cfg.seed)
         self.order, self.cursor = torch.randperm(len(self.images), generator=self.g), 0

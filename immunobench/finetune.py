@@ -9,6 +9,10 @@ Constraints (``plugins.Constraints.frozen``) name UNet parameters as ``unet.name
 gives them and text-encoder parameters with the prefix ``text_encoder.``. A frozen tensor is never
 given to an optimizer (so neither its gradient nor AdamW's weight decay touches it) and stays
 bit-identical; adapter methods (LoRA) give no adapter to a frozen base tensor.
+
+Also here: PEFT LoRA on the UNet (``lora``, ``dreambooth_lora``) and DreamBooth's prior preservation
+(class images drawn by the attacked model; L = L_inst + λ·L_prior), which ``dreambooth`` and
+``dreambooth_lora`` share.
 """
 from __future__ import annotations
 
@@ -17,13 +21,14 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import torch
 
-from .diffusion import encode_images, encode_prompts, select_parameters
+from .diffusion import diffusion_loss, encode_images, encode_prompts, sample, select_parameters
 
 if TYPE_CHECKING:  # pragma: no cover
     from .backbones import Backbone
     from .cards import ConceptGroup
 
 TEXT_ENCODER_PREFIX = "text_encoder."
+CLASS_IMAGE_SEED_OFFSET = 7_000  # of cfg.seed · 100 000, beside the runner's offsets (attack 0 … eval 10 000)
 
 
 @dataclass
@@ -140,3 +145,92 @@ def train(
             yield step, adapted
             mode(True)
     mode(False)
+
+
+def add_lora(unet: torch.nn.Module, rank: int, target_modules, seed: int, frozen=frozenset()) -> list[torch.nn.Parameter]:
+    """PEFT LoRA (α = r, "gaussian" A, B = 0) on ``target_modules`` of ``unet``, in place; returns the
+    factors to train (none for a frozen base tensor). Used by ``lora`` and ``dreambooth_lora``."""
+    from peft import LoraConfig as PeftLoraConfig
+
+    unet.requires_grad_(False)
+    with torch.random.fork_rng(devices=[]):  # peft draws the "gaussian" A factors from the global RNG
+        torch.manual_seed(seed)
+        unet.add_adapter(PeftLoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
+                                        target_modules=list(target_modules)))
+    return lora_parameters(unet, frozen)
+
+
+def lora_parameters(unet: torch.nn.Module, frozen: frozenset[str]) -> list[torch.nn.Parameter]:
+    """LoRA factors to train, skipping those that adapt a frozen base tensor."""
+    params = []
+    for name, p in unet.named_parameters():
+        if "lora_" not in name:
+            continue
+        base = name.split(".lora_")[0] + ".weight"
+        if base.replace(".base_layer", "") in frozen:
+            p.requires_grad_(False)
+            continue
+        p.requires_grad_(True)
+        params.append(p)
+    return params
+
+
+def class_images(model: "Backbone", group: "ConceptGroup", concepts: Sequence[str], count: int, seed: int,
+                 on_batch: Callable[[int], None] | None = None) -> TrainingSet:
+    """DreamBooth's prior-preservation set: ``count`` images per concept drawn by ``model`` (the attacked,
+    possibly immunized model, as train_dreambooth.py draws them with the pipeline it fine-tunes) from
+    the concept's class prompt (``group.class_prompt``), deterministic in ``seed``, encoded once."""
+    seeds = [seed * 100_000 + CLASS_IMAGE_SEED_OFFSET + i for i in range(count)]
+    prompts = [group.class_prompt(c) for c in concepts for _ in seeds]
+    images = sample(model, prompts, seeds * len(concepts), batch_size=16, on_batch=on_batch)
+    with torch.no_grad():
+        latents = encode_images(model, images)
+    return TrainingSet(latents, prompts, [c for c in concepts for _ in seeds])
+
+
+def prior_preservation_loss(unet: torch.nn.Module, instance_latents: torch.Tensor, instance_cond: torch.Tensor,
+                            class_latents: torch.Tensor, class_cond: torch.Tensor, scheduler, prior_loss_weight: float,
+                            generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """train_dreambooth.py's objective: instance and class examples in one batch (one forward pass,
+    one noise/timestep draw), L = L_inst + λ·L_prior, each term the mean over its half. Returns
+    (L, L_inst, L_prior)."""
+    n = len(instance_latents)
+    per_example = diffusion_loss(unet, torch.cat([instance_latents, class_latents]),
+                                 torch.cat([instance_cond, class_cond]), scheduler, generator=generator,
+                                 reduction="none")
+    instance, prior = per_example[:n].mean(), per_example[n:].mean()
+    return instance + prior_loss_weight * prior, instance, prior
+
+
+def instance_objective(model: "Backbone", group: "ConceptGroup", unet: torch.nn.Module, train_set: TrainingSet, *,
+                       batch_size: int, seed: int, prior_loss_weight: float | None = None, num_class_images: int = 0,
+                       progress=None) -> Callable[[int], torch.Tensor]:
+    """``loss_at`` for ``train``: the ε-loss of ``unet`` on epoch-shuffled batches of ``train_set``
+    (frozen text encoder), plus, when ``prior_loss_weight`` is given, DreamBooth's prior term on as
+    many class images per step (``class_images``, drawn once here; diffusers pairs one class image
+    with each instance image of a batch; ``progress`` shows their sampling). Batches and noise come from
+    one generator seeded by ``seed``."""
+    cond = train_set.conditioning(model)
+    g = torch.Generator().manual_seed(seed)
+    batches = Batches(len(train_set), batch_size, g)
+    if prior_loss_weight is None:
+        def loss_at(step: int) -> torch.Tensor:
+            idx = batches.next()
+            return diffusion_loss(unet, train_set.latents[idx], cond[idx], model.scheduler, generator=g)
+        return loss_at
+
+    if num_class_images < 1:
+        raise ValueError("prior preservation needs num_class_images >= 1")
+    concepts = list(dict.fromkeys(train_set.concepts))
+    bar = progress.task(f"class images {group.name}", total=len(concepts) * num_class_images) if progress else None
+    prior = class_images(model, group, concepts, num_class_images, seed, on_batch=bar.advance if bar else None)
+    if bar is not None:
+        bar.close()
+    prior_cond = prior.conditioning(model)
+    class_batches = Batches(len(prior), batch_size, g)
+
+    def loss_with_prior(step: int) -> torch.Tensor:
+        idx, cls = batches.next(), class_batches.next()
+        return prior_preservation_loss(unet, train_set.latents[idx], cond[idx], prior.latents[cls], prior_cond[cls],
+                                       model.scheduler, prior_loss_weight, g)[0]
+    return loss_with_prior
