@@ -37,7 +37,14 @@ Constraints: a frozen K/V tensor is not trained (stays bit-identical); if every 
 modifier tokens still train (the attacker trains what the fine-tuning API lets them). If the token
 embedding matrix is frozen, Custom Diffusion cannot run and says so.
 
-Preset: see the "Preset" paragraph below (benchmarks/token_attack_presets.py).
+Preset: on tiny-sd, lr 1e-3 (tiny-sd was pre-trained at 1e-3, SD at 1e-4; the LoRA preset is 1e-3 too),
+200 class images per concept. The sweep (benchmarks/token_attack_presets.py, 2026-12-06, no defense, 8
+generations per instance, DINO-role similarity to the references, mean of purse and castle; gain at step
+40, with step 0 → 40 → 200): 0.030 (0.293 → 0.323 → 0.428) at 1e-5, 0.231 (→ 0.524 → 0.701) at 1e-4, 0.544
+(→ 0.838 → 0.934) at 1e-3 — the preset —, 0.531 (→ 0.825 → 0.956) at 1e-2, and 0.464 (→ 0.757 → 0.796)
+at 1e-3 without the prior term. Castle starts at 0.76 and gains little by step 40 (0.80; 0.97 at 200).
+Cost: the 200 class images per concept take ~110 s on tiny-sd (one thread of a shared 2-core machine);
+each run of 200 steps with 3 × 8 generations ~60 s more.
 """
 from __future__ import annotations
 
@@ -87,7 +94,7 @@ class CustomDiffusion(Attack):
 
     version = "1"
     Config = CustomDiffusionConfig
-    presets = {"tiny-sd": {}}
+    presets = {"tiny-sd": {"lr": 1e-3}}
 
     def adapt(self, model, group, data, cfg: CustomDiffusionConfig = CustomDiffusionConfig(),
               constraints: Constraints = Constraints(), checkpoints: list[int] = (40,)) -> Iterator[tuple[int, object]]:

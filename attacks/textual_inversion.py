@@ -27,7 +27,14 @@ carry asymmetric marks a flip would move); one vector per token (the script's de
 Constraints: the embedding matrix is the only tensor this attack changes; if a defense freezes it
 ("text_encoder.text_model.embeddings.token_embedding.weight") TI cannot run and says so.
 
-Preset: see the "Preset" paragraph below (benchmarks/token_attack_presets.py).
+Preset: on tiny-sd, lr 0.2 at batch 1. tiny-sd's token embeddings are ~60× SD's per coordinate (std 1.0
+against ~0.015), so an Adam step of SD's size moves them ~60× less; the sweep (benchmarks/
+token_attack_presets.py, 2026-12-06, no defense, 8 generations per instance, DINO-role similarity to the
+references, mean of purse and castle) went lr × {1, 10, 100} and batch 1 at the largest: gain at step 40
+(step 0 → 40 → 200) 0.060 (0.293 → 0.354 → 0.409) at 2e-3, 0.197 (→ 0.491 → 0.655) at 2e-2, 0.306
+(→ 0.600 → 0.660) at 2e-1, 0.350 (→ 0.643 → 0.616) at 2e-1 batch 1 — the preset. The gain is purse's
+(−0.17 → 0.70 at step 40): the base model already draws "a photo of pll castle" close to the castle
+instance (0.76), and TI moves it away at every lr above 2e-3 (0.59 at step 40 for the preset).
 """
 from __future__ import annotations
 
@@ -81,7 +88,7 @@ class TextualInversion(Attack):
 
     version = "1"
     Config = TextualInversionConfig
-    presets = {"tiny-sd": {}}
+    presets = {"tiny-sd": {"lr": 0.2, "batch_size": 1}}
 
     def adapt(self, model, group, data, cfg: TextualInversionConfig = TextualInversionConfig(),
               constraints: Constraints = Constraints(), checkpoints: list[int] = (40,)) -> Iterator[tuple[int, object]]:
