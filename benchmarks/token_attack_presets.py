@@ -8,7 +8,7 @@ DINO-role judge's pairwise mean similarity to the references; the preset is the 
 mean gain at step 40. Appends one JSON line per (attack, config, instance) to the output and skips the
 ones already there, so an interrupted sweep keeps what it measured.
 
-    .venv/bin/python benchmarks/token_attack_presets.py
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/token_attack_presets.py   # 2 threads on a shared 2-core machine spin ~8× slower
     .venv/bin/python benchmarks/token_attack_presets.py --attacks custom_diffusion
 """
 from __future__ import annotations
