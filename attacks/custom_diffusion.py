@@ -49,7 +49,6 @@ each run of 200 steps with 3 × 8 generations ~60 s more.
 from __future__ import annotations
 
 import copy
-import itertools
 from dataclasses import dataclass, field
 from typing import Annotated, Iterator, Literal
 

@@ -137,6 +137,22 @@ def test_custom_diffusion_trains_kv_and_both_modifiers_and_honours_frozen(tiny_s
     _assert_untouched(tiny_sd, unet0, text0)
 
 
+def test_custom_diffusion_with_every_kv_frozen_trains_its_tokens_only(tiny_sd):
+    group = get_card("relearn-object").group("2c-1")
+    unet0, text0 = _snapshot(tiny_sd)
+    frozen = frozenset(n for n in unet0 if ".attn2.to_k." in n or ".attn2.to_v." in n)
+    cd = get_attack("custom_diffusion")
+    cfg = replace(cd.Config(), lr=1e-2, class_images=0)
+    *_, (step, adapted) = cd().adapt(tiny_sd, group, _data(group, n=1), cfg, Constraints(frozen=frozen), checkpoints=[3])
+    for name, p in adapted.unet.named_parameters():
+        assert torch.equal(p, unet0[name]), name
+    E = adapted.text_encoder.get_input_embeddings().weight
+    n = len(tiny_sd.tokenizer)
+    assert E.shape[0] == n + 2
+    for row, init in zip(E[n:], _inits(tiny_sd, [group.concept_name(c) for c in group.targets])):
+        assert not torch.equal(row, init)
+
+
 def test_token_attacks_refuse_a_frozen_embedding_matrix(tiny_sd):
     group = get_card("relearn-style").group("2c-1")
     frozen = frozenset({embedding_name(tiny_sd.text_encoder)})
