@@ -381,7 +381,9 @@ class Runner:
         concepts with ``training`` images (the attack split), the mean distance of a generation to its nearest
         training image (``nn/L``, ``nn/D``). ``baselines`` (the no-defense cell, so once per concept) adds the
         references' own nearest distance (``nn-ref/L``, ``nn-ref/D``, step -1: no model drew them)."""
-        from immunobench.metrics.scores import MEMORIZATION_ROLES, nearest_distance, set_similarity, top1_accuracy
+        from immunobench.metrics.scores import (
+            MEMORIZATION_ROLES, nearest_distance, nearest_distances, set_similarity, top1_accuracy,
+        )
 
         training = training or {}
         key = artifact_key("score", attack=attack_key, references=ref_keys, judges=self.judge_versions,
@@ -396,10 +398,15 @@ class Runner:
                 acc = top1_accuracy(self.judges["acc"], x, concept)
                 if acc is not None:
                     rows.append({"concept": concept, "step": step, "metric": "acc", "value": acc})
-                if concept in training:
-                    rows += [{"concept": concept, "step": step, "metric": f"nn/{role}",
-                              "value": nearest_distance(self.judges[role], x, training[concept].images)}
-                             for role in MEMORIZATION_ROLES]
+            for concept, train in training.items():
+                # every checkpoint in one call: the judge embeds the training images once, not once per step
+                keys = [k for k in images if k.concept == concept]
+                if not keys:
+                    continue
+                for role in MEMORIZATION_ROLES:
+                    nearest = nearest_distances(self.judges[role], torch.cat([images[k] for k in keys]), train.images)
+                    rows += [{"concept": concept, "step": k.step, "metric": f"nn/{role}", "value": float(d.mean())}
+                             for k, d in zip(keys, nearest.split([len(images[k]) for k in keys]))]
             if baselines:
                 rows += [{"concept": c, "step": -1, "metric": f"nn-ref/{role}",
                           "value": nearest_distance(self.judges[role], references[c], train.images)}
