@@ -160,3 +160,38 @@ def test_leaderboard_prints_the_memorization_block(finished):
     tidy = pd.read_csv(run_dir / "leaderboard.csv")
     memo = tidy[tidy.table == "memorization"]
     assert set(memo.phase) == {"after attack", "references"} and set(memo.defense) == {"none", "mima"}
+
+
+def _hand_results(with_memorization: bool = True) -> pd.DataFrame:
+    """Two groups, two seeds: nn/* of none and mima at step 400, nn-ref/* at step -1, MSGR for the table."""
+    rows, base = [], {"task": "relearn-style", "concept": "*", "attack": "lora"}
+    values = {("nn", "mima"): 0.30, ("nn", "none"): 0.20, ("nn-ref", "none"): 0.10}
+    for seed in (0, 1):
+        for group, shift in (("g1", 0.0), ("g2", 0.04)):
+            rows.append({**base, "group": group, "defense": "mima", "seed": seed, "step": 400, "metric": "MSGR/C",
+                         "value": 10.0})
+            for (name, defense), value in values.items():
+                for role in MEMORIZATION_ROLES if with_memorization else ():
+                    rows.append({**base, "group": group, "defense": defense, "seed": seed,
+                                 "step": -1 if name == "nn-ref" else 400, "metric": f"{name}/{role}",
+                                 "value": value + shift + 0.02 * seed + (0.5 if role == "D" else 0.0)})
+    return pd.DataFrame(rows)
+
+
+def test_leaderboard_block_reads_mean_and_std_over_seeds_and_is_absent_for_older_runs():
+    from immunobench.leaderboard.report import leaderboard
+
+    manifest = {"resolved": {"report_step": 400, "groups": ["g1", "g2"], "seeds": [0, 1], "eval_images": 8},
+                "groups": {"g1": ["a"], "g2": ["b"]}, "run": {"task": "relearn-style"}, "model": {"name": "tiny-sd"},
+                "date": "d", "failures": []}
+    text, tidy = leaderboard(_hand_results(), manifest)
+    line = next(row for row in text.splitlines() if row.startswith("| mima") and "LPIPS d" in row)
+    # per seed the mean over groups (+0.02), then over seeds (+0.01 ± 0.014, the sample std of +0, +0.02)
+    assert [c.strip() for c in line.strip("|").split("|")][2:] == [
+        "0.330 ± 0.014 (2)", "0.230 ± 0.014 (2)", "0.130 ± 0.014 (2)"]
+    assert not any(row.startswith("| none") for row in text.split("## Memorization")[1].split("\n## ")[0].splitlines())
+    refs = tidy[(tidy.table == "memorization") & (tidy.phase == "references") & (tidy.group == "g2")]
+    assert set(refs.metric) == {"LPIPS d", "DINO 1 − cos"}
+    assert refs[refs.metric == "DINO 1 − cos"]["mean"].item() == pytest.approx(0.10 + 0.04 + 0.01 + 0.5)
+    older, _ = leaderboard(_hand_results(with_memorization=False), manifest)
+    assert "Memorization" not in older and "## MSGR" in older
