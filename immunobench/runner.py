@@ -456,11 +456,20 @@ class Runner:
         art = self._ensure("attack-alone", key, compute)
         return key, {k: _from_uint8(v) for k, v in read_image_sets(art).items()}
 
-    def score(self, attack_key: str, images: dict[ImageKey, torch.Tensor], references: dict, ref_keys: list[str]) -> list[dict]:
-        """Per concept and step: similarity to the references (C, D, L) and the judge's top-1 accuracy."""
-        from immunobench.metrics.scores import set_similarity, top1_accuracy
+    def score(self, attack_key: str, images: dict[ImageKey, torch.Tensor], references: dict, ref_keys: list[str],
+              training: dict[str, ConceptImages] | None = None, training_keys: list[str] = (),
+              baselines: bool = False) -> list[dict]:
+        """Per concept and step: similarity to the references (C, D, L), the judge's top-1 accuracy and, for
+        concepts with ``training`` images (the attack split), the mean distance of a generation to its nearest
+        training image (``nn/L``, ``nn/D``). ``baselines`` (the no-defense cell, so once per concept) adds the
+        references' own nearest distance (``nn-ref/L``, ``nn-ref/D``, step -1: no model drew them)."""
+        from immunobench.metrics.scores import (
+            MEMORIZATION_ROLES, nearest_distance, nearest_distances, set_similarity, top1_accuracy,
+        )
 
-        key = artifact_key("score", attack=attack_key, references=ref_keys, judges=self.judge_versions)
+        training = training or {}
+        key = artifact_key("score", attack=attack_key, references=ref_keys, judges=self.judge_versions,
+                           training=list(training_keys), baselines=baselines)
 
         def compute():
             rows = []
@@ -471,6 +480,19 @@ class Runner:
                 acc = top1_accuracy(self.judges["acc"], x, concept)
                 if acc is not None:
                     rows.append({"concept": concept, "step": step, "metric": "acc", "value": acc})
+            for concept, train in training.items():
+                # every checkpoint in one call: the judge embeds the training images once, not once per step
+                keys = [k for k in images if k.concept == concept]
+                if not keys:
+                    continue
+                for role in MEMORIZATION_ROLES:
+                    nearest = nearest_distances(self.judges[role], torch.cat([images[k] for k in keys]), train.images)
+                    rows += [{"concept": concept, "step": k.step, "metric": f"nn/{role}", "value": float(d.mean())}
+                             for k, d in zip(keys, nearest.split([len(images[k]) for k in keys]))]
+            if baselines:
+                rows += [{"concept": c, "step": -1, "metric": f"nn-ref/{role}",
+                          "value": nearest_distance(self.judges[role], references[c], train.images)}
+                         for c, train in training.items() for role in MEMORIZATION_ROLES]
             return {"rows": rows}, {}
 
         return self._ensure("score", key, compute).meta["rows"]
@@ -606,7 +628,8 @@ class Runner:
         their keys are returned last."""
         mkey, model, constraints = self.immunize(defense, group, seed, start_key, start, data, data_keys)
         akey, images = self.attack(attack, group, seed, mkey, model, constraints, data, data_keys)
-        rows = self.score(akey, images, data.references, data_keys["references"])
+        rows = self.score(akey, images, data.references, data_keys["references"], data.attack, data_keys["attack"],
+                          baselines=defense == "none")
         alone_keys = []
         if self.card.kind == "personalization":
             for other in group.others:

@@ -8,6 +8,11 @@ bold. With two or more seeds a cell reads ``mean ± std (n seeds)``; an accuracy
 95% Wilson interval over the images judged, pooled over seeds (none when the manifest does not
 say how many). ``none`` has MSGR 0 by definition (it is its own reference) and appears only in
 the accuracy block. Runs without step-0 accuracy rows show only the after-attack rows.
+
+The memorization block sits beside MSGR: per defense, the mean distance of its attacked generations
+to their nearest attack-training image (``nn/L``, ``nn/D``), the undefended attack's, and the same
+distance for fresh references of the concepts (``nn-ref/*``), mean over groups (± over seeds).
+Runs that predate these rows show no block.
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from immunobench.metrics.scores import wilson_interval
+from immunobench.metrics.scores import MEMORIZATION_ROLES, wilson_interval
 from immunobench.plugins import SIMILARITY_ROLES, metric_label
 
 from .results import MEAN_OVER_ATTACKS, run_similarity_judges
@@ -178,6 +183,49 @@ def _accuracy_phases(results: pd.DataFrame, metric: str, report_step: int, group
     return pd.concat(tables, ignore_index=True)
 
 
+def memorization_table(results: pd.DataFrame, step: int, groups: list[str], labels: dict[str, str]) -> pd.DataFrame:
+    """``summary_table`` of the nearest-training-image distances: phase "after attack" = the generations of
+    each defense (``none`` = the undefended attack) at ``step``, phase "references" = the fresh references
+    (defense ``none``, step -1); ``metric`` = ``labels[role]``."""
+    star = results[results.concept == "*"]
+    tables = []
+    for role in MEMORIZATION_ROLES:
+        for name, at, phase in (("nn", step, "after attack"), ("nn-ref", -1, "references")):
+            t = summary_table(star[star.step == at], f"{name}/{role}", groups)
+            if not t.empty:
+                tables.append(t.assign(metric=labels[role], phase=phase))
+    if not tables:
+        return pd.DataFrame(columns=[c for c in TIDY_COLUMNS if c != "table"])
+    return pd.concat(tables, ignore_index=True)
+
+
+def _memorization_block(table: pd.DataFrame, step: int, labels: dict[str, str]) -> list[str]:
+    """One row per defense (and attack) and distance: its generations | the undefended attack's | references."""
+    def cell(rows: pd.DataFrame) -> str:
+        if rows.empty:
+            return "–"
+        r = rows.iloc[0]
+        return _fmt(r["mean"], r["std"], int(r["n"]), 3)
+
+    lines = [f"## Memorization at step {step}: distance to the nearest attack-training image ↓", "",
+             "Per target generation, the distance to the closest image the attacker fine-tuned on, averaged over "
+             "generations, targets and groups. Fresh references are images of the concept that are not training "
+             "images: a distance below theirs = closer to copying the training images than to re-learning the concept.",
+             "", "| defense | distance | its generations | undefended attack's | fresh references |",
+             "|---|---|---|---|---|"]
+    mean = table[table.group == "mean"]
+    generated = mean[mean.phase == "after attack"]
+    defended = (generated.defense != "none").any()
+    for (metric, defense, attack), rows in generated.groupby(["metric", "defense", "attack"], sort=False):
+        if defense == "none" and defended:  # it is every row's middle column
+            continue
+        undefended = generated[(generated.metric == metric) & (generated.defense == "none") & (generated.attack == attack)]
+        references = mean[(mean.phase == "references") & (mean.metric == metric) & (mean.attack == attack)]
+        lines.append(f"| {labels.get(defense, defense)} ({labels.get(attack, attack)}) | {metric} | {cell(rows)} | "
+                     f"{cell(undefended)} | {cell(references)} |")
+    return lines + [""]
+
+
 def leaderboard(results: pd.DataFrame, manifest: dict) -> tuple[str, pd.DataFrame]:
     """Markdown and a tidy CSV frame (``TIDY_COLUMNS``: table, defense, attack, metric, group, mean,
     std, n, ci_low, ci_high, images, phase; the interval columns are NaN outside the accuracy block)."""
@@ -211,6 +259,10 @@ def leaderboard(results: pd.DataFrame, manifest: dict) -> tuple[str, pd.DataFram
         lines += [f"Rows `(mean over …)` average each seed's figure over the attacks, as MIMA §5.2 reports "
                   f"personalization; the per-attack rows follow.", ""]
     lines += _markdown_block(msgr, groups, upwards, 2, "metric", labels) + [""]
+    distance = {"L": "LPIPS d", "D": f"{label['D']} 1 − cos"}
+    memorization = memorization_table(results, step, groups, distance)
+    if not memorization.empty:
+        lines += _memorization_block(memorization, step, labels)
     mrsgr = {label[r]: summary_table(defended, f"MRSGR/{r}", groups) for r in SIMILARITY_ROLES}
     if any(not t.empty for t in mrsgr.values()):
         lines += [f"## MRSGR (%) ↑ — higher = other concepts stay as adaptable (MIMA Eq. 12{', Tab. 3' if personalization else ''})", ""]
@@ -251,6 +303,8 @@ def leaderboard(results: pd.DataFrame, manifest: dict) -> tuple[str, pd.DataFram
     for metric, t in (("targets", acc_t), ("others", acc_o)):
         if not t.empty:
             frames.append(t.assign(table="accuracy", metric=metric))
+    if not memorization.empty:
+        frames.append(memorization.assign(table="memorization"))
     tidy = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=TIDY_COLUMNS)
     return "\n".join(lines), tidy.reindex(columns=TIDY_COLUMNS)
 

@@ -2,7 +2,10 @@
 
 Every row is (task, group, concept, defense, attack, seed, step, metric, value). Per concept:
 ``sim/{C,D,L}`` = M(x^r, x) of the generations to the references, ``acc`` = the judge's top-1,
-``paired/{C,D,L}`` = M(x^T, x^A) at the reporting step. Derived per group (concept ``*``):
+``paired/{C,D,L}`` = M(x^T, x^A) at the reporting step, ``nn/{L,D}`` = the mean over a target's
+generations of the distance to the nearest attack-training image (every checkpoint), ``nn-ref/{L,D}``
+= the same for the target's references (defense ``none``, step -1: the baseline of no copying).
+Derived per group (concept ``*``): ``nn/{L,D}`` and ``nn-ref/{L,D}`` as the mean over the targets,
 ``MSGR/{C,D,L}`` at every checkpoint, ``MRSGR/{C,D,L}`` at the reporting step, ``acc/targets``
 at every checkpoint and ``acc/others`` before the attack (step 0: the start model for ``none``, the
 immunized model otherwise) and at the reporting step — all from ``metrics.scores``.
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from immunobench.metrics.scores import mean_accuracy, mrsgr, msgr
+from immunobench.metrics.scores import MEMORIZATION_ROLES, mean_accuracy, mrsgr, msgr
 from immunobench.plugins import SIMILARITY_ROLES, similarity_judges
 
 COLUMNS = ["task", "group", "concept", "defense", "attack", "seed", "step", "metric", "value"]
@@ -33,6 +36,11 @@ def derive_scores(rows: list[dict], card) -> pd.DataFrame:
                 value = mean_accuracy(acc, concepts) if all(c in acc for c in concepts) else None
                 if value is not None:
                     derived.append({**base, "defense": defense, "step": step, "metric": f"acc/{label}", "value": value})
+            for metric in (f"{name}/{role}" for name in ("nn", "nn-ref") for role in MEMORIZATION_ROLES):
+                nearest = _per_concept(part, metric, targets)
+                if len(nearest) == len(targets):
+                    derived.append({**base, "defense": defense, "step": step, "metric": metric,
+                                    "value": sum(nearest.values()) / len(nearest)})
             if defense == "none":
                 continue
             without = cell[(cell.defense == "none") & (cell.step == step)]

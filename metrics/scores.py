@@ -7,6 +7,8 @@ x^r: references, x^A: generations after the attack *without* the defense, x^T: *
 - MRSGR = (M̄_other − M̄_target) / M̄_other · 100 with M̄_S the mean over S of the *paired*
   similarity M(x^T_n, x^A_n) — image i of one set against image i of the other, same prompt
   and seed (MIMA Eq. 12–14).
+- nearest training distance (memorization): per generation, the distance to its nearest
+  attack-training image, averaged over generations — near 0 = a copy of a training image.
 - accuracy: top-1 of the classifier judge on a concept's generations (MIMA Tab. 5), with
   ``wilson_interval`` the 95% interval of such a proportion over the images judged.
 
@@ -30,6 +32,30 @@ def paired_similarity(metric, a: torch.Tensor, b: torch.Tensor) -> float:
     if len(a) != len(b):
         raise ValueError(f"paired similarity needs aligned sets, got {len(a)} and {len(b)} images")
     return float(torch.diagonal(metric.pairwise(a, b)).mean())
+
+
+MEMORIZATION_ROLES = ("L", "D")  # nearest training image by LPIPS and by the DINO role (issue 29)
+
+
+def pairwise_distance(metric, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(|a|, |b|) distances from a similarity backend: 1 − M for a similarity (LPIPS's ``1 − d`` gives
+    back d itself, DINO's cosine gives 1 − cos); a backend that is already a distance
+    (``higher_is_better = False``) is taken as it is."""
+    sim = metric.pairwise(a, b)
+    return 1.0 - sim if getattr(metric, "higher_is_better", True) else sim
+
+
+def nearest_distances(metric, generations: torch.Tensor, training: torch.Tensor) -> torch.Tensor:
+    """Per generation, the distance to its nearest training image (min over the training set): (|generations|,)."""
+    if len(generations) == 0 or len(training) == 0:
+        raise ValueError(f"nearest distance needs generations and training images, got {len(generations)} "
+                         f"and {len(training)}")
+    return pairwise_distance(metric, generations, training).min(dim=1).values
+
+
+def nearest_distance(metric, generations: torch.Tensor, training: torch.Tensor) -> float:
+    """Mean over generations of the distance to the nearest training image: lower = closer to copying."""
+    return float(nearest_distances(metric, generations, training).mean())
 
 
 def msgr(sim_without: Mapping[str, float], sim_with: Mapping[str, float]) -> float:

@@ -5,8 +5,9 @@ thread (OMP_NUM_THREADS=1), as every CPU stage now runs; `test_golden.py` runs t
 today's code and compares every row. History: first made by the code before the fast-cell work
 (commit 320a683), which the fast cells reproduced to 1.6e-5; regenerated on purpose for issue
 [5/10] (MIMA sees only its DefenseData, merges its concepts' own rows, has a new tiny-sd preset;
-the others are scored at step 0 too). The grid is small but crosses every boundary a speed-up could move: a 3-concept group
-(3c-4), more evaluation images at the reporting step than one sampling batch, LoRA batches that
+the others are scored at step 0 too); for issue [7/10] the memorization rows (``nn/*``, ``nn-ref/*``)
+were added from a run of that code, every earlier row kept as it was. The grid is small but crosses
+every boundary a speed-up could move: a 3-concept group (3c-4), more evaluation images at the reporting step than one sampling batch, LoRA batches that
 wrap an epoch, several checkpoints, MIMA through the merge, UCE as the start model, all judges.
 
 Regenerate (only when a change is *meant* to move the scores, and say why in the commit):
