@@ -93,7 +93,7 @@ def small_card(tmp_path_factory) -> Path:
 
 def _config(card, tmp, name, sweep=None, **kw):
     return RunConfig(task=str(card), defenses=("none",), groups=(GROUP,), model="tiny-sd", out=str(tmp / "runs"),
-                     store=str(tmp / "store"), name=name, sample_steps=2, attack_sweep=sweep or {}, **kw)
+                     store=str(tmp / "store"), name=name, sample_steps=2, attack_sweep=sweep or {}, workers=1, **kw)
 
 
 def _run(cfg) -> tuple[Runner, Path]:
@@ -128,7 +128,8 @@ def test_the_sweep_is_the_product_plus_the_default_and_the_default_is_the_plain_
     pd.testing.assert_frame_equal(reported, pd.read_parquet(plain_dir / "results.parquet"))
     # the main tables are the plain run's; the sweep adds its block, naming the chosen point
     plain_md, swept_md = ((d / "leaderboard.md").read_text() for d in (plain_dir, swept_dir))
-    assert swept_md.split("## Worst case")[0].split("\n", 3)[3] == plain_md.split("\n", 3)[3]
+    body = plain_md.split("\n", 3)[3].split("Cells in bold")[0]  # after the title and the run's date
+    assert swept_md.split("\n", 3)[3].startswith(body + "## Worst case over the attack sweep (ε = 0.10)")
     choice = manifest["worst_case"][0]
     assert choice["config"] in labels and f"| {choice['config']} |" in swept_md
     csv = pd.read_csv(swept_dir / "leaderboard.csv")
@@ -248,11 +249,12 @@ def test_the_worst_case_excludes_a_point_that_wrecks_the_others_end_to_end(small
     _oracle_attack()
     _brittle_defense()
     card = yaml.safe_load(small_card.read_text())
-    card.update(task="relearn-oracle", start_model={"defense": None}, worst_case={"epsilon": 0.1})
+    card.update(task="relearn-oracle", start_model={"defense": None}, worst_case={"epsilon": 0.1},
+                others=["van-gogh", "pablo-picasso"])
     path = tmp_path / "relearn-oracle.yaml"
     path.write_text(yaml.safe_dump(card))
     cfg = replace(_config(path, tmp_path, "oracle", {"oracle": {"mode": ("strong", "reckless")}}),
-                  defenses=("brittle",), attacks=("oracle",), sample_steps=0, eval_images=4)
+                  defenses=("brittle",), attacks=("oracle",), sample_steps=6, eval_images=2)
     runner, run_dir = _run(cfg)
     results = pd.read_parquet(run_dir / "results.parquet")
     selection = results[(results.split == "selection") & (results.concept == "*") & (results.step == 2)]
