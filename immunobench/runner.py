@@ -268,6 +268,9 @@ class Runner:
             points = [default]
             spec = self.cfg.attack_sweep.get(attack, {})
             names = list(spec)
+            out[attack] = points
+            if not spec:
+                continue
             if "seed" in names:
                 raise UserError(f"--attack-sweep {attack}.seed=…: the runner sets each cell's seed; sweep seeds with --seeds")
             for values in itertools.product(*(spec[n] for n in names)):
@@ -276,14 +279,14 @@ class Runner:
                 resolved = resolve_config(
                     get_attack(attack), self.model_name, self.card.kind, {**self.cfg.overrides.get(attack, {}), **point},
                     origin=lambda f, v, a=attack: f"--attack-sweep {a}.{f}={v}")
-                same = [p for p in points if p.resolved.config == resolved.config and p.report_step == step]
+                same = [p for p in points if p.report_step == step
+                        and _config_dict(p.resolved.config) == _config_dict(resolved.config)]
                 if same:
                     continue
                 swept = {n: (step if n == BUDGET_FIELD else getattr(resolved.config, n)) for n in names}
                 label = f"{attack}[{','.join(f'{n}={v}' for n, v in swept.items())}]"
                 checkpoints = self.checkpoints if step == self.report_step else [c for c in self.checkpoints if c <= step]
                 points.append(Variant(label, resolved, step, tuple(checkpoints), swept))
-            out[attack] = points
         return out
 
     def _budget(self, attack: str, value) -> int:

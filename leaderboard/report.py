@@ -248,7 +248,7 @@ def leaderboard(results: pd.DataFrame, manifest: dict) -> tuple[str, pd.DataFram
                   f"over seeds (N = {eval_images} per concept × the group's concepts × seeds; the mean column "
                   "pools all groups, weighted by images)" + ("; ± is the std over seeds." if len(seeds) > 1 else "."), ""]
 
-    if sweep_points(manifest):
+    if any(len(points) > 1 for points in sweep_points(manifest).values()):
         block, worst = _worst_case_block(everything, manifest, label, labels)
         lines += block
         frames.append(worst)
