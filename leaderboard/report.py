@@ -210,7 +210,7 @@ def leaderboard(results: pd.DataFrame, manifest: dict) -> tuple[str, pd.DataFram
     title = (f"# Leaderboard — {manifest['run']['task']} on `{manifest['model']['name']}`\n\n"
              f"Reported at attack step {step}; {len(seeds)} seed(s) {seeds}"
              + (" (cells: mean ± std over seeds (number of seeds))" if len(seeds) > 1 else "") + f"; run {manifest['date']}.\n")
-    lines, frames, labels = [title], [], plugin_labels(manifest)
+    lines, frames, labels, worst = [title], [], plugin_labels(manifest), None
     in_rows = [*resolved.get("defenses", []), *resolved.get("attacks", [])]
     adjusted = [name for name in in_rows if labels.get(name, name) != name]
     if adjusted:
@@ -251,7 +251,6 @@ def leaderboard(results: pd.DataFrame, manifest: dict) -> tuple[str, pd.DataFram
     if any(len(points) > 1 for points in sweep_points(manifest).values()):
         block, worst = _worst_case_block(everything, manifest, label, labels)
         lines += block
-        frames.append(worst)
 
     failures = manifest.get("failures", [])
     if failures:
@@ -266,6 +265,8 @@ def leaderboard(results: pd.DataFrame, manifest: dict) -> tuple[str, pd.DataFram
     for metric, t in (("targets", acc_t), ("others", acc_o)):
         if not t.empty:
             frames.append(t.assign(table="accuracy", metric=metric))
+    if worst is not None:
+        frames.append(worst)
     tidy = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=TIDY_COLUMNS)
     return "\n".join(lines), tidy.reindex(columns=TIDY_COLUMNS)
 
@@ -283,7 +284,8 @@ def _worst_case_block(results: pd.DataFrame, manifest: dict, label: dict[str, st
     criteria = ", ".join(sorted(set(choices.criterion))) or "–"
     lines = [f"## Worst case over the attack sweep (ε = {sweep['epsilon']:.2f})", "",
              f"Per defense and attack, the sweep point that re-learns the targets best ({criteria}, on the selection "
-             f"split: seeds {seeds}) while the others' accuracy stays within ε of `none` attacked with the same point; "
+             f"split: seeds {seeds}) while the others' accuracy stays within ε of `none` attacked with the same point "
+             "and with the default point (a point that wrecks every model does not count); "
              "one point for all groups and seeds. Its figures below are from the reported split (MSGR/MRSGR in %), "
              "at its own report step, mean over groups (± std over seeds).", "",
              "| defense (attack) | point | config | step | " + " | ".join(names[m] for m in FIGURES) + " |",

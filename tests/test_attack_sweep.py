@@ -37,7 +37,7 @@ POINTS = {"lora": [("default", 400), ("lora[lr=0.001]", 400), ("lora[lr=1]", 400
 
 
 def test_a_point_that_wrecks_the_others_is_excluded_though_it_relearns_best():
-    rows = (_rows("none", "default", 0.9, 0.90) + _rows("none", "lora[lr=0.001]", 0.95, 0.88)
+    rows = (_rows("none", "default", 0.9, 0.88) + _rows("none", "lora[lr=0.001]", 0.95, 0.88)
             + _rows("none", "lora[lr=1]", 1.0, 0.85)
             + _rows("mima", "default", 0.2, 0.85) + _rows("mima", "lora[lr=0.001]", 0.6, 0.80)
             + _rows("mima", "lora[lr=1]", 1.0, 0.10)  # re-learns best, but the others collapse
@@ -51,6 +51,17 @@ def test_a_point_that_wrecks_the_others_is_excluded_though_it_relearns_best():
     # ε is inclusive and taken from the argument: 0.80 is within 0.08 of 0.88, not within 0.07
     assert select_worst_case(pd.DataFrame(rows), POINTS, {}, 0.08).set_index("defense").loc["mima", "config"] == "lora[lr=0.001]"
     assert select_worst_case(pd.DataFrame(rows), POINTS, {}, 0.07).set_index("defense").loc["mima", "config"] == "default"
+
+
+def test_a_point_that_wrecks_the_undefended_model_too_does_not_count():
+    rows = (_rows("none", "default", 0.5, 0.9) + _rows("none", "lora[lr=0.001]", 0.6, 0.9)
+            + _rows("none", "lora[lr=1]", 0.9, 0.05)  # a huge lr: every model's others collapse
+            + _rows("mima", "default", 0.2, 0.9) + _rows("mima", "lora[lr=0.001]", 0.3, 0.85)
+            + _rows("mima", "lora[lr=1]", 0.9, 0.05))  # within ε of none at lr=1, yet the model is wrecked
+    choices = select_worst_case(pd.DataFrame(rows), POINTS, {}, 0.10).set_index("defense")
+    for defense, config in (("none", "lora[lr=0.001]"), ("mima", "lora[lr=0.001]")):
+        assert choices.loc[defense, "config"] == config and choices.loc[defense, "excluded"] == "lora[lr=1]"
+    assert choices.loc["mima", "others_reference"] == pytest.approx(0.9)
 
 
 def test_ties_go_to_the_earlier_point_and_no_admissible_point_reports_the_default():
