@@ -147,6 +147,21 @@ def test_the_sweep_is_the_product_plus_the_default_and_the_default_is_the_plain_
     assert set(csv[csv.table == "worst case"].phase) == {"default", "worst case"}
 
 
+def test_a_schema_1_run_folder_still_renders(plain_then_sweep, tmp_path):
+    """Folders written before attack_config/split existed: one point, every row reported."""
+    import shutil
+
+    from immunobench.cli import main
+
+    _, (_, plain_dir), _ = plain_then_sweep
+    old = tmp_path / "old"
+    shutil.copytree(plain_dir, old)
+    pd.read_parquet(old / "results.parquet").drop(columns=["attack_config", "split"]).to_parquet(old / "results.parquet")
+    assert main(["report", str(old)]) == 0
+    body = (plain_dir / "leaderboard.md").read_text().split("\n", 3)[3]
+    assert (old / "leaderboard.md").read_text().split("\n", 3)[3] == body and "Worst case" not in body
+
+
 def test_a_second_sweep_recomputes_nothing(plain_then_sweep, small_card):
     tmp, _, (_, swept_dir) = plain_then_sweep
     again, again_dir = _run(_config(small_card, tmp, "again", SWEEP))
