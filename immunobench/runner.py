@@ -38,7 +38,8 @@ images other than those its figures are reported on.
 ``--attack-sweep lora.lr=1e-4,1e-3 lora.report_step=200,400`` makes each attack's grid the product of the
 values given, plus the attack's config in force (the default point). Each point is a *variant*: its own
 config (validated as ``--set`` is) and report step (the attack budget: one of the run's checkpoints; a
-variant stops at its budget, so its checkpoints are the run's up to it), hence its own store keys.
+budget other than the run's report step stops the attack there, its checkpoints being the run's up to
+it), hence its own store keys.
 """
 from __future__ import annotations
 
@@ -109,7 +110,7 @@ class RunConfig:
 @dataclass(frozen=True)
 class Variant:
     """One point of an attack's sweep: its label ("default" or ``lora[lr=0.001,rank=16]``), config in
-    force, report step and checkpoints (the run's, up to the report step for a budget point)."""
+    force, report step and checkpoints (the run's; up to its report step where that is not the run's)."""
 
     label: str
     resolved: Resolved
