@@ -73,6 +73,12 @@ class Metadata(_Strict):
     source: Optional[str] = None
 
 
+class WorstCase(_Strict):
+    epsilon: float = Field(0.10, ge=0, le=1, description=(
+        "--attack-sweep: a sweep point counts as the worst case only while the others' classifier accuracy stays "
+        "within epsilon (absolute) of the undefended model attacked with the same config"))
+
+
 class TaskCard(_Strict):
     task: str
     description: str
@@ -91,6 +97,7 @@ class TaskCard(_Strict):
     data: DataSpec
     regularization: Regularization
     metadata: Metadata
+    worst_case: WorstCase = Field(default_factory=WorstCase)
     path: Optional[str] = Field(None, exclude=True)
 
     @model_validator(mode="after")

@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-steps", type=int, default=0, help="DDIM steps per generation (default: the backbone's)")
     p.add_argument("--set", action="append", default=[], metavar="PLUGIN.FIELD=VALUE",
                    help="override a plugin config field, e.g. mima.steps=100 (repeatable; see `immunobench show defense mima`)")
+    p.add_argument("--attack-sweep", nargs="+", default=[], metavar="ATTACK.FIELD=V1,V2",
+                   help="sweep attack config fields (or the budget, ATTACK.report_step, a checkpoint), e.g. "
+                        "lora.lr=1e-4,1e-3 lora.rank=4,16: each attack runs the product of the values plus its "
+                        "default; the leaderboard adds the worst case over the sweep within the card's epsilon")
     p.add_argument("--workers", type=int, default=0,
                    help="processes computing the grid's stages, one thread each (default: one per core on CPU, 1 on a GPU)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -145,6 +149,34 @@ def _parse_overrides(items: list[str]) -> dict:
     return out
 
 
+def _parse_sweep(items: list[str]) -> dict:
+    """``lora.lr=1e-4,1e-3`` → {"lora": {"lr": ("1e-4", "1e-3")}}; the runner validates each value as
+    ``--set`` would. Commas inside brackets belong to one value (``[a, b],[c]``: two tuples)."""
+    out: dict = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        attack, dot, name = key.partition(".")
+        values = _split_values(text)
+        if not sep or not dot or not attack or not name or not values or any(not v for v in values):
+            raise UserError(f"--attack-sweep {item!r}: expected ATTACK.FIELD=VALUE,VALUE,…, e.g. lora.lr=1e-4,1e-3")
+        if name in out.get(attack, {}):
+            raise UserError(f"--attack-sweep {item!r}: {attack}.{name} is swept twice; give its values once")
+        out.setdefault(attack, {})[name] = tuple(dict.fromkeys(values))
+    return out
+
+
+def _split_values(text: str) -> list[str]:
+    values, depth, current = [], 0, ""
+    for ch in text:
+        depth += (ch in "[(") - (ch in "])")
+        if ch == "," and depth == 0:
+            values.append(current.strip())
+            current = ""
+        else:
+            current += ch
+    return values + [current.strip()] if text else []
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .progress import Progress
     from .runner import RunConfig, Runner
@@ -165,7 +197,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     eval_images=args.eval_images, checkpoints=tuple(args.checkpoints),
                     report_step=args.report_step, sample_steps=args.sample_steps,
                     overrides=_parse_overrides(args.set), include_paths=tuple(args.include_path),
-                    allow_pickle=args.allow_pickle, workers=args.workers)
+                    allow_pickle=args.allow_pickle, workers=args.workers, attack_sweep=_parse_sweep(args.attack_sweep))
     runner = Runner(cfg, Progress(not args.quiet))
     run_dir = runner.run()
     print()
@@ -340,6 +372,7 @@ def _show_card(card) -> None:
     attacks = [a if a in ATTACKS else f"{a} [not implemented yet]" for a in card.attacks]
     print(f"attacks: {', '.join(attacks)}; report step {card.report_step}; checkpoints {card.checkpoints}")
     print(f"regularization: {card.regularization.images} images of {card.regularization.prompt!r}")
+    print(f"worst case over an --attack-sweep: others' accuracy within epsilon {card.worst_case.epsilon} of none's")
     print()
     rows = []
     for name in card.groups:

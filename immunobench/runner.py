@@ -15,6 +15,9 @@ version:
                or the scored "others"
     attack     attack(immunized model) with generations of the targets at the checkpoints and of
                the others at step 0 (before the attack) and at the reporting step
+    selection  with ``--attack-sweep`` only: generations of the targets and the others at the attack's report
+               step on the selection seeds, from which ``leaderboard.worst_case`` picks the worst case; its
+               own artifact, so a sweep's default point has exactly the keys of a run without the sweep
     score      judge scores of one attack's generations (references; paired with the no-defense run)
 
 A run killed at any point (SIGKILL included) resumes from the finished artifacts; a cell that
@@ -28,11 +31,19 @@ paired scores and collects the rows. With one worker (a GPU, ``--workers 1``) th
 
 Seeds: run seed s offsets every image seed by s·100000 and seeds the plugins. Attack images use
 seeds 0–19 (+offset), defense images 1000+, references 3000+, regularization 5000+, evaluation
-10000+: the defense never sees the attacker's images and no evaluation shares initial noise with
-a training image (IMMA/MIMA use disjoint splits).
+10000+, selection 20000+: the defense never sees the attacker's images, no evaluation shares initial
+noise with a training image (IMMA/MIMA use disjoint splits), and the worst case of a sweep is chosen on
+images other than those its figures are reported on.
+
+``--attack-sweep lora.lr=1e-4,1e-3 lora.report_step=200,400`` makes each attack's grid the product of the
+values given, plus the attack's config in force (the default point). Each point is a *variant*: its own
+config (validated as ``--set`` is) and report step (the attack budget: one of the run's checkpoints; a
+budget other than the run's report step stops the attack there, its checkpoints being the run's up to
+it), hence its own store keys.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
@@ -60,11 +71,14 @@ from .store import (
 )
 
 SEED_STRIDE = 100_000
-SEED_OFFSETS = {"attack": 0, "defense": 1_000, "references": 3_000, "regularization": 5_000, "eval": 10_000}
+SEED_OFFSETS = {"attack": 0, "defense": 1_000, "references": 3_000, "regularization": 5_000, "eval": 10_000,
+                "selection": 20_000}
 # Version of a run folder's results.parquet columns and manifest.json keys (docs/results-schema.md);
 # bump it when either changes incompatibly. Carried as the manifest's "schema_version" and as the
 # parquet file's key-value metadata "immunobench.schema_version".
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: results columns attack_config and split; manifest resolved.attack_sweep, worst_case
+DEFAULT_VARIANT = "default"  # the attack_config of an attack's config in force (every run's only point without a sweep)
+BUDGET_FIELD = "report_step"  # the one --attack-sweep field that is no Config field: the attack's budget
 GRID_STAGES = ("immunize", "attack", "attack-alone", "score")  # counted by the grid's progress bar
 
 
@@ -90,6 +104,23 @@ class RunConfig:
     include_paths: tuple[str, ...] = ()
     allow_pickle: bool = False
     workers: int = 0  # processes computing stages; 0 = one per core on CPU, one on a GPU
+    attack_sweep: dict = field(default_factory=dict)  # attack → {config field or "report_step": (values, …)}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One point of an attack's sweep: its label ("default" or ``lora[lr=0.001,rank=16]``), config in
+    force, report step and checkpoints (the run's; up to its report step where that is not the run's)."""
+
+    label: str
+    resolved: Resolved
+    report_step: int
+    checkpoints: tuple[int, ...]
+    swept: dict = field(default_factory=dict)  # the swept fields' values in force at this point
+
+    def cell_name(self, attack: str) -> str:
+        """How failures and worker jobs name the cell's attack: the bare name for the default point."""
+        return attack if self.label == DEFAULT_VARIANT else self.label
 
 
 class _Missing(Exception):
@@ -100,7 +131,7 @@ class _Missing(Exception):
 class _Plan:
     images: dict = field(default_factory=dict)  # image key → (prompt, role, count, seed)
     starts: dict = field(default_factory=dict)  # start key → group name
-    cells: list = field(default_factory=list)  # (group, seed, attack, defense)
+    cells: list = field(default_factory=list)  # (group, seed, attack, defense, variant label)
 
 
 class CellFailed(Exception):
@@ -159,6 +190,11 @@ def _config_dict(cfg) -> dict:
     return asdict(cfg) if is_dataclass(cfg) else dict(getattr(cfg, "__dict__", {}))
 
 
+def _seeded(cfg, seed: int):
+    """A plugin's config with the cell's seed, where it has a ``seed`` field."""
+    return replace(cfg, seed=seed) if "seed" in _config_dict(cfg) else cfg
+
+
 class Runner:
     def __init__(self, cfg: RunConfig, progress: Progress | None = None, log: Callable[[str], None] = print):
         """Checks everything the run is given (a ``UserError`` otherwise) before any work or write."""
@@ -189,6 +225,7 @@ class Runner:
         self.model_name = resolve_spec(cfg.model)[0]  # presets need the name only, not the weights
         # resolved once, before any work: a bad --set fails now, not after an hour
         self.configs: dict[str, Resolved] = {name: self.resolved_config(cls, name) for name, cls in self._plugins()}
+        self.variants: dict[str, list[Variant]] = self._sweep_variants()
         self.run_dir = run_folder(cfg.out, cfg.name, self.card.task)
         check_writable(cfg.store, "--store")
         self.stats = {"computed": {}, "cached": {}}
@@ -203,6 +240,8 @@ class Runner:
         self._failed: dict[tuple, dict] = {}  # cells that failed in a worker, not to be recomputed
         self._stage_bar = None
         self._photos: dict[str, tuple] = {}  # instance → (photos, source, views): read once per run
+        self._pending_selection: dict[str, dict] = {}  # selection key → images sampled along with their attack
+        self._selection_keys: dict[str, str] = {}  # attack key → its selection split's key
 
     # --- plugins and their configs -------------------------------------------------------
     def plugin_config(self, name: str):
@@ -213,6 +252,58 @@ class Runner:
         Needs no loaded model (``cfg.model`` is the name ``load_backbone`` gives it), so it can run first."""
         return resolve_config(cls, self.model_name, self.card.kind, self.cfg.overrides.get(name),
                               origin=lambda field, value: f"--set {name}.{field}={value}")
+
+    def _sweep_variants(self) -> dict[str, list[Variant]]:
+        """Each attack's points: the default first, then the product of the swept values in the order given
+        (a point equal to an earlier one, the default included, is that point)."""
+        unknown = sorted(set(self.cfg.attack_sweep) - set(self.attacks))
+        if unknown:
+            raise UserError(f"--attack-sweep {unknown[0]}.…: {unknown[0]!r} is not an attack of this run "
+                            f"({', '.join(self.attacks)}; choose them with --attack)")
+        out = {}
+        for attack in self.attacks:
+            default = Variant(DEFAULT_VARIANT, self.configs[attack], self.report_step, tuple(self.checkpoints))
+            points = [default]
+            spec = self.cfg.attack_sweep.get(attack, {})
+            names = list(spec)
+            out[attack] = points
+            if not spec:
+                continue
+            if "seed" in names:
+                raise UserError(f"--attack-sweep {attack}.seed=…: the runner sets each cell's seed; sweep seeds with --seeds")
+            for values in itertools.product(*(spec[n] for n in names)):
+                point = dict(zip(names, values))
+                step = self._budget(attack, point.pop(BUDGET_FIELD)) if BUDGET_FIELD in point else self.report_step
+                resolved = resolve_config(
+                    get_attack(attack), self.model_name, self.card.kind, {**self.cfg.overrides.get(attack, {}), **point},
+                    origin=lambda f, v, a=attack: f"--attack-sweep {a}.{f}={v}")
+                same = [p for p in points if p.report_step == step
+                        and _config_dict(p.resolved.config) == _config_dict(resolved.config)]
+                if same:
+                    continue
+                swept = {n: (step if n == BUDGET_FIELD else getattr(resolved.config, n)) for n in names}
+                label = f"{attack}[{','.join(f'{n}={v}' for n, v in swept.items())}]"
+                checkpoints = self.checkpoints if step == self.report_step else [c for c in self.checkpoints if c <= step]
+                points.append(Variant(label, resolved, step, tuple(checkpoints), swept))
+        return out
+
+    def _budget(self, attack: str, value) -> int:
+        """A swept report step: one of the run's checkpoints (a budget elsewhere needs --checkpoints too)."""
+        try:
+            step = int(str(value))
+        except ValueError:
+            step = None
+        if step is None or step not in self.checkpoints:
+            raise UserError(f"--attack-sweep {attack}.{BUDGET_FIELD}={value}: not one of the run's checkpoints "
+                            f"{self.checkpoints}; the budget is a checkpoint (add more with --checkpoints)")
+        return step
+
+    def _variant(self, attack: str, label: str) -> Variant:
+        return next(v for v in self.variants[attack] if v.label == label)
+
+    @property
+    def sweeping(self) -> bool:
+        return bool(self.cfg.attack_sweep)
 
     # --- store helpers ---------------------------------------------------------------------
     def _ensure(self, stage: str, key: str, compute: Callable[[], tuple[dict, dict]]):
@@ -386,29 +477,33 @@ class Runner:
         return defense_view(group, data.defense, data.regularization, tuple(self.captions), self.captions_source)
 
     def attack(self, attack: str, group: ConceptGroup, seed: int, model_key: str, model: Backbone, constraints,
-               data: TaskData, data_keys: dict):
+               data: TaskData, data_keys: dict, variant: Variant | None = None):
+        variant = variant or self.variants[attack][0]
         cls = get_attack(attack)
-        cfg = self.plugin_config(attack)
-        if "seed" in _config_dict(cfg):
-            cfg = replace(cfg, seed=seed)
+        cfg = _seeded(variant.resolved.config, seed)
+        checkpoints, report_step = list(variant.checkpoints), variant.report_step
         eval_seeds = [seed * SEED_STRIDE + SEED_OFFSETS["eval"] + i for i in range(self.eval_images)]
         # the others as the judge classifies them (ConceptGroup.probe): themselves on the re-learning
         # cards, their categories for personal instances
         probes = dict(group.probe(c) for c in group.others)
         others = list(probes)
-        others_at = {0, self.report_step}
+        others_at = {0, report_step}
         extra = {"probes": probes} if self.card.concept_type == "instance" else {}
         key = artifact_key("attack", model=model_key, card=self.card_hash, attack=attack, version=cls.version, config=_config_dict(cfg),
-                           data=data_keys["attack"], seed=seed, checkpoints=self.checkpoints, targets=group.targets,
+                           data=data_keys["attack"], seed=seed, checkpoints=checkpoints, targets=group.targets,
                            others=others, others_at=sorted(others_at), eval_seeds=eval_seeds, sampler=self.sampler,
                            frozen=sorted(constraints.frozen), images_format=IMAGE_SETS_FORMAT, **extra)
+
+        selection_key, selection_concepts, selection_seeds = self._selection_spec(key, group, seed, report_step)
+        # a sweep samples its selection split while the attack runs, rather than training it twice
+        selected = {} if self.sweeping and not self.store.has(selection_key) else None
 
         def compute():
             plugin = cls()
             plugin.progress = self.progress
-            images, bar = {}, self.progress.task(f"{attack} {group.name}", total=max(self.checkpoints))
+            images, bar = {}, self.progress.task(f"{variant.cell_name(attack)} {group.name}", total=max(checkpoints))
             last = 0
-            for step, adapted in plugin.adapt(model, group, data, cfg, constraints, list(self.checkpoints)):
+            for step, adapted in plugin.adapt(model, group, data, cfg, constraints, list(checkpoints)):
                 bar.advance(step - last)
                 last = step
                 # targets at every checkpoint (the curves); others before the attack and at the reporting
@@ -418,28 +513,69 @@ class Runner:
                 x = sample(adapted, prompts, eval_seeds * len(concepts), batch_size=16, **self._sampling)
                 for c, chunk in zip(concepts, x.split(len(eval_seeds))):
                     images[ImageKey(step, c)] = _to_uint8(chunk)
+                if selected is not None and step == report_step:
+                    selected.update(self._sample_sets(adapted, group, step, selection_concepts, selection_seeds))
             meta, tensors = image_sets_artifact(images)
-            return {"attack": attack, "checkpoints": self.checkpoints, "eval_seeds": eval_seeds, **meta}, tensors
+            if selected is not None:
+                self._pending_selection[selection_key] = selected
+            return {"attack": attack, "checkpoints": checkpoints, "eval_seeds": eval_seeds, **meta}, tensors
 
         art = self._ensure("attack", key, compute)
         return key, {k: _from_uint8(v) for k, v in read_image_sets(art).items()}
 
+    def _selection_spec(self, attack_key: str, group: ConceptGroup, seed: int,
+                        report_step: int) -> tuple[str, list[str], list[int]]:
+        concepts = list(group.targets) + [group.probe(c)[0] for c in group.others]
+        seeds = [seed * SEED_STRIDE + SEED_OFFSETS["selection"] + i for i in range(self.eval_images)]
+        key = artifact_key("selection", attack=attack_key, concepts=concepts, seeds=seeds, step=report_step,
+                           sampler=self.sampler, images_format=IMAGE_SETS_FORMAT)
+        return key, concepts, seeds
+
+    def _sample_sets(self, model: Backbone, group: ConceptGroup, step: int, concepts: list[str],
+                     seeds: list[int]) -> dict[ImageKey, torch.Tensor]:
+        probes = dict(group.probe(c) for c in group.others)  # the others are sampled as their probes
+        prompts = [probes[c] if c in probes else group.prompt(c) for c in concepts for _ in seeds]
+        x = sample(model, prompts, seeds * len(concepts), batch_size=16, **self._sampling)
+        return {ImageKey(step, c): _to_uint8(chunk) for c, chunk in zip(concepts, x.split(len(seeds)))}
+
+    def selection(self, attack: str, group: ConceptGroup, seed: int, attack_key: str, model: Backbone, constraints,
+                  data: TaskData, variant: Variant) -> tuple[str, dict[ImageKey, torch.Tensor]]:
+        """The selection split of a sweep's attack stage: targets and others at its report step on the
+        selection seeds. Sampled with the attack when both are new; when the attack is stored already (a run
+        without the sweep made it), the attack is replayed to its report step from the same RNG state."""
+        key, concepts, seeds = self._selection_spec(attack_key, group, seed, variant.report_step)
+
+        def compute():
+            images = self._pending_selection.pop(key, None)
+            if images is None:
+                torch.manual_seed(int(attack_key[:12], 16))  # the attack stage's own start (Runner._compute)
+                plugin = get_attack(attack)()
+                plugin.progress = self.progress
+                cfg = _seeded(variant.resolved.config, seed)
+                for step, adapted in plugin.adapt(model, group, data, cfg, constraints, list(variant.checkpoints)):
+                    if step == variant.report_step:
+                        images = self._sample_sets(adapted, group, step, concepts, seeds)
+                        break
+            meta, tensors = image_sets_artifact(images)
+            return {"attack": attack, "attack_key": attack_key, "step": variant.report_step, "seeds": seeds, **meta}, tensors
+
+        art = self._ensure("selection", key, compute)
+        return key, {k: _from_uint8(v) for k, v in read_image_sets(art).items()}
+
     def adapt_alone(self, attack: str, group: ConceptGroup, concept: str, seed: int, model_key: str, model: Backbone,
-                    constraints, data: TaskData, data_keys: dict):
+                    constraints, data: TaskData, data_keys: dict, variant: "Variant"):
         """MRSGR's input on the personalization card (MIMA Eq. 12): ``concept``, one of the group's
         others, adapted by itself on ``model`` with its own photos and identifier, and generated at
         the reporting step. Keyed by the model, not the group, so the undefended model's adaptation of
         a concept is computed once for every group that scores it."""
         cls = get_attack(attack)
-        cfg = self.plugin_config(attack)
-        if "seed" in _config_dict(cfg):
-            cfg = replace(cfg, seed=seed)
+        cfg = _seeded(variant.resolved.config, seed)
         alone = group.alone(concept)
         prompt = alone.prompt(concept)
         eval_seeds = [seed * SEED_STRIDE + SEED_OFFSETS["eval"] + i for i in range(self.eval_images)]
         key = artifact_key("attack-alone", model=model_key, attack=attack, version=cls.version, config=_config_dict(cfg),
                            concept=concept, prompt=prompt, data=data_keys["attack_of"][concept], seed=seed,
-                           step=self.report_step, eval_seeds=eval_seeds, sampler=self.sampler,
+                           step=variant.report_step, eval_seeds=eval_seeds, sampler=self.sampler,
                            frozen=sorted(constraints.frozen), images_format=IMAGE_SETS_FORMAT)
 
         def compute():
@@ -498,13 +634,13 @@ class Runner:
         return self._ensure("score", key, compute).meta["rows"]
 
     def paired(self, key_with: str, images_with: dict[ImageKey, torch.Tensor], key_without: str,
-               images_without: dict[ImageKey, torch.Tensor], concepts=None) -> list[dict]:
+               images_without: dict[ImageKey, torch.Tensor], concepts=None, step: int | None = None) -> list[dict]:
         """Paired similarity M(x^T, x^A) per scored concept (``concepts``; default all) at the reporting
-        step (MRSGR's input)."""
+        step (``step``: a sweep point's budget; MRSGR's input)."""
         from immunobench.metrics.scores import paired_similarity
 
         key = artifact_key("paired", with_defense=key_with, without=key_without, judges=self.judge_versions)
-        step = self.report_step
+        step = self.report_step if step is None else step
 
         def compute():
             rows = []
@@ -527,7 +663,8 @@ class Runner:
         self._sampling = {"steps": cfg.sample_steps or self.model.spec.sample_steps,
                           "guidance_scale": self.model.spec.guidance_scale}
         self.sampler = {"sampler": "ddim", **self._sampling, "resolution": self.model.resolution}
-        self.card_hash = artifact_key("card", card=self.card.model_dump(mode="json"))
+        # worst_case only steers the leaderboard's choice among stored cells: no stage depends on it
+        self.card_hash = artifact_key("card", card=self.card.model_dump(mode="json", exclude={"worst_case"}))
         from .captions import all_card_names, generic_captions, scored_names
 
         self.captions, self.captions_source = generic_captions(
@@ -546,9 +683,10 @@ class Runner:
                 self.log(f"store: removed {removed} unfinished artifact(s) of an interrupted run")
             run_dir = self.run_dir
             run_dir.mkdir(parents=True, exist_ok=True)
-            cells = [(g, d, a, s) for g in self.groups for s in cfg.seeds for a in self.attacks for d in self.defenses]
+            cells = len(self.groups) * len(cfg.seeds) * self._variant_count() * len(self.defenses)
+            attacks = f"{len(self.attacks)} attack(s)" + (f" in {self._variant_count()} sweep point(s)" if self.sweeping else "")
             self.log(f"run {run_dir}: task {cfg.task}, {len(self.groups)} group(s) × {len(self.defenses)} defense(s) "
-                     f"{self.defenses} × {len(self.attacks)} attack(s) × {len(cfg.seeds)} seed(s) = {len(cells)} cells; "
+                     f"{self.defenses} × {attacks} × {len(cfg.seeds)} seed(s) = {cells} cells; "
                      f"store {self.store.root}")
             self._compute_in_workers()
             # the grid's immunize/attack/score stages; images and start models show their own bars
@@ -559,7 +697,7 @@ class Runner:
             self.phases["walk"] = round(time.time() - phase, 1)
         from .leaderboard.results import derive_scores
 
-        results = derive_scores(rows, self.card)
+        results = _derive_by_variant(rows, self.card, derive_scores)
         self._write(run_dir, results, time.time() - started)
         return run_dir
 
@@ -578,34 +716,37 @@ class Runner:
                 except Exception as exc:  # noqa: BLE001 — recorded, the grid goes on
                     self._fail(group_name, "*", "*", seed, "data/start", exc)
                     continue
-                for attack in self.attacks:
-                    baseline = None
+                for attack, variant in ((a, v) for a in self.attacks for v in self.variants[a]):
+                    baseline, name = None, variant.cell_name(attack)
                     for defense in self.defenses:
-                        failed = self._failed.get((group_name, defense, attack, seed))
+                        failed = self._failed.get((group_name, defense, name, seed))
                         if failed is not None:  # a worker's failure, recorded as it happened
                             self._record_failure(failed)
                             continue
                         try:
                             mkey, akey, images, cell_rows, alone_keys = self.cell(group, seed, attack, defense, start_key,
-                                                                                  start, data, data_keys)
+                                                                                  start, data, data_keys, variant)
                             images_key = artifact_key("cell-images", attack=akey, alone=alone_keys) if alone_keys else akey
                             if defense == "none":
                                 baseline = (images_key, images)
                             elif baseline is not None and self._plan is None:
-                                cell_rows = cell_rows + self.paired(images_key, images, *baseline, concepts=group.scored)
+                                cell_rows = cell_rows + self.paired(images_key, images, *baseline, concepts=group.scored,
+                                                                    step=variant.report_step)
                         except _Missing:
-                            self._plan.cells.append((group_name, seed, attack, defense))
+                            self._plan.cells.append((group_name, seed, attack, defense, variant.label))
                             continue
                         except (UserError, KeyboardInterrupt):
                             raise
                         except Exception as exc:  # noqa: BLE001
-                            self._fail(group_name, defense, attack, seed, "cell", exc)
+                            self._fail(group_name, defense, name, seed, "cell", exc)
                             continue
                         if self._plan is not None:
                             continue
-                        self.cells.append({"group": group_name, "defense": defense, "attack": attack, "seed": seed,
+                        self.cells.append({"group": group_name, "defense": defense, "attack": attack,
+                                           "attack_config": variant.label, "seed": seed,
                                            "targets": list(group.targets), "model_key": mkey, "attack_key": akey,
                                            **({"alone_keys": alone_keys} if alone_keys else {}),
+                                           **({"selection_key": self._selection_keys[akey]} if self.sweeping else {}),
                                            "references": dict(zip(group.scored, data_keys["references"])),
                                            # what each stage cost when it was computed (also for reused ones)
                                            "cost": {stage: self.store.get(k).meta.get("cost")
@@ -616,24 +757,32 @@ class Runner:
                                                                                    for k in alone_keys])}
                                                     if alone_keys else {})})
                         rows += [{"task": cfg.task, "group": group_name, "defense": defense, "attack": attack,
-                                  "seed": seed, **r} for r in cell_rows]
+                                  "attack_config": variant.label, "seed": seed, "split": "eval", **r} for r in cell_rows]
         return rows
 
     def cell(self, group: ConceptGroup, seed: int, attack: str, defense: str, start_key: str, start: Backbone,
-             data: TaskData, data_keys: dict) -> tuple[str, str, dict, list[dict], list[str]]:
-        """Immunize, attack, score: one cell but its paired score (which needs the no-defense cell).
+             data: TaskData, data_keys: dict, variant: "Variant | None" = None) -> tuple[str, str, dict, list[dict], list[str]]:
+        """Immunize, attack, score: one cell but its paired score (which needs the no-defense cell). In a sweep
+        the selection split's scores follow, marked ``split: selection``.
 
         On the personalization card the cell also adapts each of the group's others alone
         (``adapt_alone``); their generations join the cell's images (the paired scores' input) and
         their keys are returned last."""
+        variant = variant or self.variants[attack][0]
         mkey, model, constraints = self.immunize(defense, group, seed, start_key, start, data, data_keys)
-        akey, images = self.attack(attack, group, seed, mkey, model, constraints, data, data_keys)
+        akey, images = self.attack(attack, group, seed, mkey, model, constraints, data, data_keys, variant)
         rows = self.score(akey, images, data.references, data_keys["references"], data.attack, data_keys["attack"],
                           baselines=defense == "none")
+        if self.sweeping:
+            skey, selected = self.selection(attack, group, seed, akey, model, constraints, data, variant)
+            self._selection_keys[akey] = skey
+            rows = rows + [{**r, "split": "selection"}
+                           for r in self.score(skey, selected, data.references, data_keys["references"])]
         alone_keys = []
         if self.card.kind == "personalization":
             for other in group.others:
-                key, alone = self.adapt_alone(attack, group, other, seed, mkey, model, constraints, data, data_keys)
+                key, alone = self.adapt_alone(attack, group, other, seed, mkey, model, constraints, data, data_keys,
+                                              variant)
                 ref_key = data_keys["references"][list(group.scored).index(other)]
                 rows = rows + self.score(key, alone, {other: data.references[other]}, [ref_key])
                 images = {**images, **alone}
@@ -648,11 +797,11 @@ class Runner:
         elif kind == "start":
             self.start_model(self.card.group(args[0]))
         elif kind == "cell":
-            group_name, seed, attack, defense = args
+            group_name, seed, attack, defense, label = args
             group = self.card.group(group_name)
             start_key, start = self.start_model(group)
             data, data_keys = self.task_data(group, seed)
-            self.cell(group, seed, attack, defense, start_key, start, data, data_keys)
+            self.cell(group, seed, attack, defense, start_key, start, data, data_keys, self._variant(attack, label))
         else:
             raise ValueError(f"unknown job {kind!r}")
 
@@ -682,10 +831,9 @@ class Runner:
         self.log(f"computing {len(plan.images)} image set(s), {len(plan.starts)} start model(s) and "
                  f"{len(plan.cells)} cell(s) in {workers} worker processes, one thread each")
         started = time.time()
-        stages = max(self.checkpoints) + sum(1 for _ in self.checkpoints) * 20  # attack steps + sampling, roughly
-
-        def weight(cell) -> int:  # bigger groups and immunized cells first, for a short tail
-            group = self.card.groups[cell[0]]
+        def weight(cell) -> int:  # bigger groups, longer budgets and immunized cells first, for a short tail
+            group, checkpoints = self.card.groups[cell[0]], self._variant(cell[2], cell[4]).checkpoints
+            stages = max(checkpoints) + len(checkpoints) * 20  # attack steps + sampling, roughly
             return stages * len(group) + (0 if cell[3] == "none" else stages * len(group))
 
         phases = [("sample images", [("images", *job) for job in plan.images.values()],
@@ -699,9 +847,10 @@ class Runner:
                 self._count_computed(stage, done)
             failure, job = result["failure"], result["job"]
             if failure and job[0] == "cell":  # a failed image set or start model is retried by the walk
-                group_name, seed, attack, defense = job[1:]
-                self._failed[(group_name, defense, attack, seed)] = {
-                    "group": group_name, "defense": defense, "attack": attack, "seed": seed, "stage": "cell", **failure}
+                group_name, seed, attack, defense, label = job[1:]
+                name = self._variant(attack, label).cell_name(attack)
+                self._failed[(group_name, defense, name, seed)] = {
+                    "group": group_name, "defense": defense, "attack": name, "seed": seed, "stage": "cell", **failure}
 
         try:
             parallel.run_jobs(Runner, self.cfg, phases, workers, list(loaded_plugin_files().values()),
@@ -732,13 +881,32 @@ class Runner:
                 + ([(start, get_defense(start))] if start else []))
 
     def _count_stages(self) -> int:
-        # none: attack + score; every other defense: immunize + attack + score + paired score;
-        # personalization: each other concept's attack-alone + score in every cell
+        # none: attack + score; every other defense: immunize + attack + score + paired score; a sweep scores
+        # each cell's selection split too; personalization: each other concept's attack-alone + score in every cell
         total = 0
         for g in self.groups:
             alone = 2 * len(self.card.group(g).others) if self.card.kind == "personalization" else 0
-            total += 2 + alone + (4 + alone) * (len(self.defenses) - 1)
-        return total * len(self.cfg.seeds) * len(self.attacks)
+            total += 2 + alone + (4 + alone) * (len(self.defenses) - 1) + (len(self.defenses) if self.sweeping else 0)
+        return total * len(self.cfg.seeds) * self._variant_count()
+
+    def _sweep_manifest(self) -> dict:
+        """What the sweep was, each point's config and budget, ε and the selection seeds."""
+        return {
+            "spec": {a: {f: list(v) for f, v in fields_.items()} for a, fields_ in self.cfg.attack_sweep.items()},
+            "variants": {a: [{"label": v.label, "swept": v.swept, "report_step": v.report_step,
+                              "checkpoints": list(v.checkpoints), **v.resolved.manifest()} for v in variants]
+                         for a, variants in self.variants.items()},
+            "epsilon": self.card.worst_case.epsilon,
+            "selection_seeds": {str(s): [s * SEED_STRIDE + SEED_OFFSETS["selection"],
+                                         s * SEED_STRIDE + SEED_OFFSETS["selection"] + self.eval_images - 1]
+                                for s in self.cfg.seeds},
+            "eval_seeds": {str(s): [s * SEED_STRIDE + SEED_OFFSETS["eval"],
+                                    s * SEED_STRIDE + SEED_OFFSETS["eval"] + self.eval_images - 1]
+                           for s in self.cfg.seeds},
+        }
+
+    def _variant_count(self) -> int:
+        return sum(len(v) for v in self.variants.values())
 
     def _fail(self, group, defense, attack, seed, stage, exc: BaseException) -> None:
         if self._plan is not None:  # planning: the final walk meets it again and records it
@@ -750,7 +918,7 @@ class Runner:
         """One line: how many of the grid's cells failed and why (the commonest reasons first)."""
         from collections import Counter
 
-        per_attack_seed = len(self.attacks) * len(self.defenses)  # a failed data/start stage fails them all
+        per_attack_seed = self._variant_count() * len(self.defenses)  # a failed data/start stage fails them all
         reasons = Counter()
         for f in self.failures:
             reasons[f["reason"]] += per_attack_seed if f["defense"] == "*" else 1
@@ -779,6 +947,7 @@ class Runner:
                 "kind": self.card.kind, "groups": self.groups, "defenses": self.defenses, "attacks": self.attacks,
                 "checkpoints": self.checkpoints, "report_step": self.report_step,
                 "eval_images": self.eval_images, "seeds": list(self.cfg.seeds),
+                **({"attack_sweep": self._sweep_manifest()} if self.sweeping else {}),
                 # per plugin: the config in force, the paper default, the presets applied and each value's source
                 "plugins": {name: {"version": cls.version, **self.configs[name].manifest()}
                             for name, cls in self._plugins()},
@@ -816,6 +985,10 @@ class Runner:
             "failures": self.failures,
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
+        if self.sweeping:
+            from .leaderboard.worst_case import sweep_choices
+
+            manifest["worst_case"] = sweep_choices(results, manifest).to_dict(orient="records")
         (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
         render_report(run_dir, store=self.store)
 
@@ -825,6 +998,24 @@ def _summed_cost(costs: list[dict | None]) -> dict:
     costs = [c for c in costs if c]
     return {"count": len(costs), "seconds": round(sum(c.get("seconds", 0) for c in costs), 2),
             "peak_rss_mb": max((c.get("peak_rss_mb", 0) for c in costs), default=0)}
+
+
+def _derive_by_variant(rows: list[dict], card: TaskCard, derive: Callable) -> "pd.DataFrame":
+    """``derive`` (``leaderboard.results.derive_scores``) per sweep point and split, each part carrying its
+    ``attack_config`` and ``split`` columns (after ``attack`` and ``seed``)."""
+    import pandas as pd
+
+    parts: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        parts.setdefault((r["attack_config"], r["split"]), []).append(r)
+    frames = [derive(part, card).assign(attack_config=label, split=split) for (label, split), part in parts.items()]
+    if not frames:
+        frames = [derive([], card).assign(attack_config=pd.Series(dtype=str), split=pd.Series(dtype=str))]
+    out = pd.concat(frames, ignore_index=True)
+    columns = [c for c in out.columns if c not in ("attack_config", "split")]
+    columns.insert(columns.index("attack") + 1, "attack_config")
+    columns.insert(columns.index("seed") + 1, "split")
+    return out[columns]
 
 
 def _effective_card(card: TaskCard, cfg: RunConfig) -> TaskCard:

@@ -13,6 +13,10 @@ The memorization block sits beside MSGR: per defense, the mean distance of its a
 to their nearest attack-training image (``nn/L``, ``nn/D``), the undefended attack's, and the same
 distance for fresh references of the concepts (``nn-ref/*``), mean over groups (± over seeds).
 Runs that predate these rows show no block.
+These tables show each attack's default point on the evaluation split. A run with ``--attack-sweep``
+adds the block "Worst case over the attack sweep" (``leaderboard.worst_case``): per defense and attack
+the default point beside the ε-bounded worst case, named; selection-split rows are never shown as
+reported figures.
 """
 from __future__ import annotations
 
@@ -25,8 +29,10 @@ from immunobench.metrics.scores import MEMORIZATION_ROLES, wilson_interval
 from immunobench.plugins import SIMILARITY_ROLES, metric_label
 
 from .results import MEAN_OVER_ATTACKS, run_similarity_judges
+from .worst_case import FIGURES, sweep_choices, sweep_points, worst_case_figures
+
 TIDY_COLUMNS = ["table", "defense", "attack", "metric", "group", "mean", "std", "n",
-                "ci_low", "ci_high", "images", "phase"]
+                "ci_low", "ci_high", "images", "phase", "config"]
 PHASES = ("start", "immunized", "after attack")  # the accuracy block's row order
 
 
@@ -224,11 +230,24 @@ def _memorization_block(table: pd.DataFrame, step: int, labels: dict[str, str]) 
         lines.append(f"| {labels.get(defense, defense)} ({labels.get(attack, attack)}) | {metric} | {cell(rows)} | "
                      f"{cell(undefended)} | {cell(references)} |")
     return lines + [""]
+def with_sweep_columns(results: pd.DataFrame) -> pd.DataFrame:
+    """Results of any schema version with ``attack_config`` and ``split`` (version 1 runs had one point, all
+    reported: ``default``, ``eval``)."""
+    return results.assign(**{c: v for c, v in (("attack_config", "default"), ("split", "eval"))
+                             if c not in results.columns})
+
+
+def reported(results: pd.DataFrame) -> pd.DataFrame:
+    """The rows the main tables and plots show: each attack's default point, evaluation split."""
+    results = with_sweep_columns(results)
+    return results[(results.attack_config == "default") & (results.split == "eval")]
 
 
 def leaderboard(results: pd.DataFrame, manifest: dict) -> tuple[str, pd.DataFrame]:
     """Markdown and a tidy CSV frame (``TIDY_COLUMNS``: table, defense, attack, metric, group, mean,
-    std, n, ci_low, ci_high, images, phase; the interval columns are NaN outside the accuracy block)."""
+    std, n, ci_low, ci_high, images, phase, config; the interval columns are NaN outside the accuracy
+    block, config is set in the worst-case block only)."""
+    everything, results = with_sweep_columns(results), reported(results)
     resolved = manifest["resolved"]
     step, groups, seeds = resolved["report_step"], resolved["groups"], resolved["seeds"]
     eval_images = resolved.get("eval_images")
@@ -237,7 +256,7 @@ def leaderboard(results: pd.DataFrame, manifest: dict) -> tuple[str, pd.DataFram
     title = (f"# Leaderboard — {manifest['run']['task']} on `{manifest['model']['name']}`\n\n"
              f"Reported at attack step {step}; {len(seeds)} seed(s) {seeds}"
              + (" (cells: mean ± std over seeds (number of seeds))" if len(seeds) > 1 else "") + f"; run {manifest['date']}.\n")
-    lines, frames, labels = [title], [], plugin_labels(manifest)
+    lines, frames, labels, worst = [title], [], plugin_labels(manifest), None
     labels[MEAN_OVER_ATTACKS] = f"mean over {', '.join(resolved.get('attacks', []))}"
     in_rows = [*resolved.get("defenses", []), *resolved.get("attacks", [])]
     adjusted = [name for name in in_rows if labels.get(name, name) != name]
@@ -290,6 +309,10 @@ def leaderboard(results: pd.DataFrame, manifest: dict) -> tuple[str, pd.DataFram
                   f"over seeds (N = {eval_images} per concept × the group's concepts × seeds; the mean column "
                   "pools all groups, weighted by images)" + ("; ± is the std over seeds." if len(seeds) > 1 else "."), ""]
 
+    if any(len(points) > 1 for points in sweep_points(manifest).values()):
+        block, worst = _worst_case_block(everything, manifest, label, labels)
+        lines += block
+
     failures = manifest.get("failures", [])
     if failures:
         lines += ["## Failed cells", ""] + [f"- {f['group']}/{f['defense']}/{f['attack']}/seed {f['seed']}: {f['reason']}"
@@ -305,8 +328,50 @@ def leaderboard(results: pd.DataFrame, manifest: dict) -> tuple[str, pd.DataFram
             frames.append(t.assign(table="accuracy", metric=metric))
     if not memorization.empty:
         frames.append(memorization.assign(table="memorization"))
+    if worst is not None:
+        frames.append(worst)
     tidy = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=TIDY_COLUMNS)
     return "\n".join(lines), tidy.reindex(columns=TIDY_COLUMNS)
+
+
+def _worst_case_block(results: pd.DataFrame, manifest: dict, label: dict[str, str],
+                      labels: dict[str, str]) -> tuple[list[str], pd.DataFrame]:
+    """Markdown lines and tidy rows (table "worst case") of the default point beside the worst case."""
+    resolved, points = manifest["resolved"], sweep_points(manifest)
+    sweep = resolved["attack_sweep"]
+    choices = sweep_choices(results, manifest)
+    figures = worst_case_figures(results, choices, points, resolved["groups"])
+    names = {f"{kind}/{r}": f"{kind} {label[r]}" for kind in ("MSGR", "MRSGR") for r in SIMILARITY_ROLES}
+    names.update({"acc/targets": "acc targets ↓", "acc/others": "acc others ↑"})
+    seeds = ", ".join(f"{a}–{b}" for a, b in sweep.get("selection_seeds", {}).values())
+    criteria = ", ".join(sorted(set(choices.criterion))) or "–"
+    lines = [f"## Worst case over the attack sweep (ε = {sweep['epsilon']:.2f})", "",
+             f"Per defense and attack, the sweep point that re-learns the targets best ({criteria}, on the selection "
+             f"split: seeds {seeds}) while the others' accuracy stays within ε of `none` attacked with the same point "
+             "and with the default point (a point that wrecks every model does not count); "
+             "one point for all groups and seeds. Its figures below are from the reported split (MSGR/MRSGR in %), "
+             "at its own report step, mean over groups (± std over seeds).", "",
+             "| defense (attack) | point | config | step | " + " | ".join(names[m] for m in FIGURES) + " |",
+             "|---|---|---|---|" + "---|" * len(FIGURES)]
+    notes = []
+    for choice in choices.itertuples():
+        for phase in ("default", "worst case"):
+            rows = figures[(figures.defense == choice.defense) & (figures.attack == choice.attack) & (figures.phase == phase)]
+            config = rows.config.iloc[0]
+            if phase == "worst case" and not choice.admissible:
+                config += " (no point admissible)"
+            cells = [_fmt(r["mean"], r["std"], int(r["n"]), 3 if r.metric.startswith("acc") else 2)
+                     for _, r in rows.iterrows()]
+            lines.append(f"| {labels.get(choice.defense, choice.defense)} ({choice.attack}) | {phase} | {config} | "
+                         f"{rows.step.iloc[0]} | " + " | ".join(cells) + " |")
+        if choice.excluded:
+            notes.append(f"- {choice.defense} ({choice.attack}): excluded by ε: {choice.excluded}")
+        if choice.bound == "unchecked":
+            notes.append(f"- {choice.defense} ({choice.attack}): the others have no classifier accuracy, so ε "
+                         "could not be checked: every point counted")
+    lines += [""] + (notes + [""] if notes else [])
+    tidy = figures.assign(table="worst case", group="mean")
+    return lines, tidy.drop(columns=["step"])
 
 
 def render_report(run_dir: str | Path, store=None) -> str:
@@ -319,5 +384,6 @@ def render_report(run_dir: str | Path, store=None) -> str:
     text, tidy = leaderboard(results, manifest)
     (run_dir / "leaderboard.md").write_text(text)
     tidy.to_csv(run_dir / "leaderboard.csv", index=False)
-    render_plots(run_dir, results, manifest, store)
+    default_cells = [c for c in manifest.get("cells", []) if c.get("attack_config", "default") == "default"]
+    render_plots(run_dir, reported(results), {**manifest, "cells": default_cells}, store)
     return text

@@ -87,6 +87,16 @@ CASES = [
     case("set-not-a-choice", run("--set", "uce.rows=concepts"), "rows"),
     case("set-unknown-plugin", run("--set", "nosuchplugin.x=1"), "'nosuchplugin' is not a plugin of this run"),
     case("set-without-value", run("--set", "mima.steps"), "PLUGIN.FIELD=VALUE"),
+    # run: --attack-sweep
+    case("sweep-without-values", run("--attack-sweep", "lora.lr"), "ATTACK.FIELD=VALUE"),
+    case("sweep-empty-value", run("--attack-sweep", "lora.lr=1e-4,"), "ATTACK.FIELD=VALUE"),
+    case("sweep-field-twice", run("--attack-sweep", "lora.lr=1e-4", "lora.lr=1e-3"), "swept twice"),
+    case("sweep-unknown-field", run("--attack-sweep", "lora.rnak=4,16"), "Did you mean: rank"),
+    case("sweep-not-a-number", run("--attack-sweep", "lora.lr=1e-4,fast"), "--attack-sweep lora.lr=fast"),
+    case("sweep-out-of-range", run("--attack-sweep", "lora.rank=0,4"), "--attack-sweep lora.rank=0"),
+    case("sweep-not-an-attack-of-the-run", run("--attack-sweep", "mima.steps=1,2"), "'mima' is not an attack of this run"),
+    case("sweep-budget-not-a-checkpoint", run("--attack-sweep", "lora.report_step=100,125"), "not one of the run's checkpoints"),
+    case("sweep-seed", run("--attack-sweep", "lora.seed=1,2"), "--seeds"),
     # --plugin
     case("plugin-missing-file", run("--plugin", "{tmp}/nope.py"), "no such file"),
     case("plugin-registers-nothing", run("--plugin", "{plugins}/nothing.py"), "registers nothing"),
@@ -99,6 +109,7 @@ CASES = [
     case("card-unknown-field", run("--task", "{cards}/unknown-field.yaml"), "checkpoint: unknown key"),
     case("card-unknown-concept", run("--task", "{cards}/unknown-concept.yaml"), "unknown concept 'nobody'"),
     case("card-report-step-not-a-checkpoint", run("--task", "{cards}/report-step.yaml"), "not one of the checkpoints"),
+    case("card-epsilon-out-of-range", run("--task", "{cards}/epsilon.yaml"), "worst_case.epsilon"),
     case("card-include-cycle", ["show", "task", "{cards}/cycle.yaml"], "include cycle"),
     case("card-missing-file", ["show", "task", "{cards}/absent.yaml"], "no such task card file"),
     # report and runs: run folders
@@ -161,7 +172,8 @@ def tree(tmp_path) -> Path:
     typo["checkpoint"] = typo.pop("checkpoints")
     for name, data in {"unknown-field": typo,
                        "unknown-concept": card(task="unknown-concept", groups={"g": ["nobody"]}),
-                       "report-step": card(task="report-step", report_step=7)}.items():
+                       "report-step": card(task="report-step", report_step=7),
+                       "epsilon": card(task="epsilon", worst_case={"epsilon": 1.5})}.items():
         (cards / f"{name}.yaml").write_text(yaml.safe_dump(data))
 
     plugins = tmp / "plugins"

@@ -71,7 +71,9 @@ def test_run_writes_tables_plots_and_provenance(finished):
     assert all(c["seconds"] >= 0 and c["peak_rss_mb"] > 0 for c in costs.values())
 
     results = pd.read_parquet(run_dir / "results.parquet")
-    assert list(results.columns) == ["task", "group", "concept", "defense", "attack", "seed", "step", "metric", "value"]
+    assert list(results.columns) == ["task", "group", "concept", "defense", "attack", "attack_config", "seed", "split",
+                                     "step", "metric", "value"]
+    assert set(results.attack_config) == {"default"} and set(results.split) == {"eval"}  # no --attack-sweep
     star = results[results.concept == "*"]
     for metric in ("MSGR/C", "MSGR/D", "MSGR/L", "MRSGR/C", "acc/targets", "acc/others"):
         assert metric in set(star.metric), metric
