@@ -56,10 +56,9 @@ import torch
 from pydantic import Field
 
 from immunobench.diffusion import diffusion_loss, encode_images, encode_prompts, sample, select_parameters
-from immunobench.finetune import Batches, attack_training_set, train
+from immunobench.finetune import Batches, train
 from immunobench.plugins import Attack, Constraints, register_attack
-from immunobench.tokens import (add_tokens, concept_words, require_trainable_embedding, restore_rows,
-                                zero_other_grads)
+from immunobench.tokens import learn_concept_tokens, restore_rows, zero_other_grads
 
 # class-image seeds: seed · 100000 + this + i, disjoint from the runner's roles (0 … 10000 + n) and the
 # preset sweeps' evaluation seeds (20000+)
@@ -97,14 +96,8 @@ class CustomDiffusion(Attack):
 
     def adapt(self, model, group, data, cfg: CustomDiffusionConfig = CustomDiffusionConfig(),
               constraints: Constraints = Constraints(), checkpoints: list[int] = (40,)) -> Iterator[tuple[int, object]]:
-        require_trainable_embedding(model, constraints.frozen, "custom_diffusion")
-        train_set = attack_training_set(model, group, data)
-        concepts = list(dict.fromkeys(train_set.concepts))
-        words = concept_words(group, concepts)
-        learned = add_tokens(model, {w: w for w in words.values()}, [group.prompt(c) for c in concepts])
+        train_set, concepts, words, learned = learn_concept_tokens(model, group, data, constraints.frozen, "custom_diffusion")
         adapted, embedding = learned.model, learned.embedding
-        adapted.text_encoder.requires_grad_(False)
-        embedding.requires_grad_(True)
 
         unet = copy.deepcopy(model.unet).requires_grad_(False)
         kv = {n: p for n, p in select_parameters(unet, KV_SETS[cfg.freeze_model]).items()

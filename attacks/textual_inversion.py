@@ -45,9 +45,9 @@ import torch
 from pydantic import Field
 
 from immunobench.diffusion import diffusion_loss, encode_prompts
-from immunobench.finetune import Batches, attack_training_set, train
+from immunobench.finetune import Batches, train
 from immunobench.plugins import Attack, Constraints, register_attack
-from immunobench.tokens import add_tokens, concept_words, require_trainable_embedding, restore_rows
+from immunobench.tokens import learn_concept_tokens, restore_rows
 
 # diffusers examples/textual_inversion/textual_inversion.py
 OBJECT_TEMPLATES = (
@@ -92,14 +92,8 @@ class TextualInversion(Attack):
 
     def adapt(self, model, group, data, cfg: TextualInversionConfig = TextualInversionConfig(),
               constraints: Constraints = Constraints(), checkpoints: list[int] = (40,)) -> Iterator[tuple[int, object]]:
-        require_trainable_embedding(model, constraints.frozen, "textual_inversion")
-        train_set = attack_training_set(model, group, data)
-        concepts = list(dict.fromkeys(train_set.concepts))
-        words = concept_words(group, concepts)
-        learned = add_tokens(model, {w: w for w in words.values()}, [group.prompt(c) for c in concepts])
+        train_set, concepts, words, learned = learn_concept_tokens(model, group, data, constraints.frozen, "textual_inversion")
         adapted, embedding = learned.model, learned.embedding
-        adapted.text_encoder.requires_grad_(False)
-        embedding.requires_grad_(True)
         templates = STYLE_TEMPLATES if group.card.concept_type == "style" else OBJECT_TEMPLATES
         texts = [group.concept_text(c) for c in train_set.concepts]
         # diffusers keeps a frozen UNet and backpropagates through it; a copy only if the input's isn't frozen

@@ -197,3 +197,19 @@ def zero_other_grads(embedding: torch.nn.Parameter, keep: torch.Tensor):
             embedding.grad[mask] = 0
 
     return zero
+
+
+def learn_concept_tokens(model: "Backbone", group: "ConceptGroup", data, frozen: Iterable[str], attack: str):
+    """What Textual Inversion and Custom Diffusion start from: the targets' attack split, one new token per
+    concept bound to its words, and a copy of the text encoder in which only the embedding matrix trains
+    → (training set, concepts, {concept: word}, ``LearnedTokens``)."""
+    from .finetune import attack_training_set
+
+    require_trainable_embedding(model, frozen, attack)
+    train_set = attack_training_set(model, group, data)
+    concepts = list(dict.fromkeys(train_set.concepts))
+    words = concept_words(group, concepts)
+    learned = add_tokens(model, {w: w for w in words.values()}, [group.prompt(c) for c in concepts])
+    learned.model.text_encoder.requires_grad_(False)
+    learned.embedding.requires_grad_(True)
+    return train_set, concepts, words, learned

@@ -275,8 +275,8 @@ def leaderboard(results: pd.DataFrame, manifest: dict) -> tuple[str, pd.DataFram
     personalization = resolved.get("kind") == "personalization"
     lines += [f"## MSGR (%) ↑ — higher = stronger immunization (MIMA Tab. {'2' if personalization else '1'})", ""]
     if personalization:
-        lines += [f"Rows `(mean over …)` average each seed's figure over the attacks, as MIMA §5.2 reports "
-                  f"personalization; the per-attack rows follow.", ""]
+        lines += ["Rows `(mean over …)` average each seed's figure over the attacks, as MIMA §5.2 reports "
+                  "personalization; the per-attack rows follow.", ""]
     lines += _markdown_block(msgr, groups, upwards, 2, "metric", labels) + [""]
     distance = {"L": "LPIPS d", "D": f"{label['D']} 1 − cos"}
     memorization = memorization_table(results, step, groups, distance)
