@@ -21,8 +21,7 @@ from typing import Annotated, Iterator
 import torch
 from pydantic import Field
 
-from immunobench.diffusion import diffusion_loss
-from immunobench.finetune import Batches, add_lora, attack_training_set, train
+from immunobench.finetune import add_lora, attack_training_set, instance_objective, train
 from immunobench.plugins import Attack, Constraints, register_attack
 
 
@@ -52,18 +51,11 @@ class LoRA(Attack):
     def adapt(self, model, group, data, cfg: LoRAConfig = LoRAConfig(), constraints: Constraints = Constraints(),
               checkpoints: list[int] = (400,)) -> Iterator[tuple[int, object]]:
         train_set = attack_training_set(model, group, data)
-        cond = train_set.conditioning(model)
         unet = copy.deepcopy(model.unet)
         trainable = add_lora(unet, cfg.rank, cfg.target_modules, cfg.seed, constraints.frozen)
         opt = torch.optim.AdamW(trainable, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
         adapted = model.with_weights()
         adapted.unet = unet
-        g = torch.Generator().manual_seed(cfg.seed)
-        batches = Batches(len(train_set), cfg.batch_size, g)
-
-        def loss_at(step: int) -> torch.Tensor:
-            idx = batches.next()
-            return diffusion_loss(unet, train_set.latents[idx], cond[idx], model.scheduler, generator=g)
-
+        loss_at = instance_objective(model, group, unet, train_set, batch_size=cfg.batch_size, seed=cfg.seed)
         yield from train("lora", adapted, [unet], trainable, opt, loss_at, checkpoints, max_grad_norm=cfg.max_grad_norm)
 

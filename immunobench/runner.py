@@ -341,7 +341,7 @@ class Runner:
     def images(self, prompt: str, role: str, count: int, seed: int):
         """Generations of the base model (before the start model's erasure): the concept's own images,
         as MIMA §5.1 draws the defense's and the attacker's 20 from SD itself."""
-        seeds = [seed * SEED_STRIDE + SEED_OFFSETS[role] + i for i in range(count)]
+        seeds = role_seeds(role, count, seed)
         key = artifact_key("images", model=self.model.fingerprint, prompt=prompt, seeds=seeds, sampler=self.sampler)
         if self._plan is not None and not self.store.has(key):
             self._plan.images[key] = (prompt, role, count, seed)
@@ -482,7 +482,7 @@ class Runner:
         cls = get_attack(attack)
         cfg = _seeded(variant.resolved.config, seed)
         checkpoints, report_step = list(variant.checkpoints), variant.report_step
-        eval_seeds = [seed * SEED_STRIDE + SEED_OFFSETS["eval"] + i for i in range(self.eval_images)]
+        eval_seeds = role_seeds("eval", self.eval_images, seed)
         # the others as the judge classifies them (ConceptGroup.probe): themselves on the re-learning
         # cards, their categories for personal instances
         probes = dict(group.probe(c) for c in group.others)
@@ -526,7 +526,7 @@ class Runner:
     def _selection_spec(self, attack_key: str, group: ConceptGroup, seed: int,
                         report_step: int) -> tuple[str, list[str], list[int]]:
         concepts = list(group.targets) + [group.probe(c)[0] for c in group.others]
-        seeds = [seed * SEED_STRIDE + SEED_OFFSETS["selection"] + i for i in range(self.eval_images)]
+        seeds = role_seeds("selection", self.eval_images, seed)
         key = artifact_key("selection", attack=attack_key, concepts=concepts, seeds=seeds, step=report_step,
                            sampler=self.sampler, images_format=IMAGE_SETS_FORMAT)
         return key, concepts, seeds
@@ -572,7 +572,7 @@ class Runner:
         cfg = _seeded(variant.resolved.config, seed)
         alone = group.alone(concept)
         prompt = alone.prompt(concept)
-        eval_seeds = [seed * SEED_STRIDE + SEED_OFFSETS["eval"] + i for i in range(self.eval_images)]
+        eval_seeds = role_seeds("eval", self.eval_images, seed)
         key = artifact_key("attack-alone", model=model_key, attack=attack, version=cls.version, config=_config_dict(cfg),
                            concept=concept, prompt=prompt, data=data_keys["attack_of"][concept], seed=seed,
                            step=variant.report_step, eval_seeds=eval_seeds, sampler=self.sampler,
@@ -583,9 +583,8 @@ class Runner:
             plugin.progress = self.progress
             images = {}
             single = TaskData(attack={concept: data.attack[concept]})
-            for step, adapted in plugin.adapt(model, alone, single, cfg, constraints, [self.report_step]):
-                x = sample(adapted, [prompt] * len(eval_seeds), eval_seeds, batch_size=16, **self._sampling)
-                images[ImageKey(step, concept)] = _to_uint8(x)
+            for step, adapted in plugin.adapt(model, alone, single, cfg, constraints, [variant.report_step]):
+                images.update(self._sample_sets(adapted, alone, step, [concept], eval_seeds))
             meta, tensors = image_sets_artifact(images)
             return {"attack": attack, "concept": concept, "eval_seeds": eval_seeds, **meta}, tensors
 
@@ -897,11 +896,9 @@ class Runner:
                               "checkpoints": list(v.checkpoints), **v.resolved.manifest()} for v in variants]
                          for a, variants in self.variants.items()},
             "epsilon": self.card.worst_case.epsilon,
-            "selection_seeds": {str(s): [s * SEED_STRIDE + SEED_OFFSETS["selection"],
-                                         s * SEED_STRIDE + SEED_OFFSETS["selection"] + self.eval_images - 1]
+            "selection_seeds": {str(s): [role_seeds("selection", self.eval_images, s)[i] for i in (0, -1)]
                                 for s in self.cfg.seeds},
-            "eval_seeds": {str(s): [s * SEED_STRIDE + SEED_OFFSETS["eval"],
-                                    s * SEED_STRIDE + SEED_OFFSETS["eval"] + self.eval_images - 1]
+            "eval_seeds": {str(s): [role_seeds("eval", self.eval_images, s)[i] for i in (0, -1)]
                            for s in self.cfg.seeds},
         }
 
@@ -991,6 +988,11 @@ class Runner:
             manifest["worst_case"] = sweep_choices(results, manifest).to_dict(orient="records")
         (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
         render_report(run_dir, store=self.store)
+
+
+def role_seeds(role: str, count: int, run_seed: int) -> list[int]:
+    """The initial-noise seeds of ``count`` images of one role (``SEED_OFFSETS``) under run seed ``run_seed``."""
+    return [run_seed * SEED_STRIDE + SEED_OFFSETS[role] + i for i in range(count)]
 
 
 def _summed_cost(costs: list[dict | None]) -> dict:
