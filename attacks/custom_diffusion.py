@@ -19,9 +19,10 @@ concept, all concepts of the group in one run, with prior preservation.
   sampled at a checkpoint is that saved-and-loaded one.
 - K/V of the first (BOS) token are stop-gradiented, as the script's ``CustomDiffusionAttnProcessor``
   does (forward hooks on to_k/to_v of the trained copy).
-- Prior preservation: class images drawn by the attacked model itself (``immunobench.diffusion.sample``,
-  the card's class prompt ``group.class_prompt(c)``: "purse", "artwork", "object"), 200 per concept
-  (README ``--num_class_images=200``), seeds disjoint from every other role's; each step takes a batch
+- Prior preservation: class images drawn by the attacked model itself (``finetune.class_images``, the
+  card's class prompt ``group.class_prompt(c)``: "purse", "artwork", "object"), 200 per concept
+  (README ``--num_class_images=200``), DreamBooth's seeds, so under the runner one model's images of a
+  class prompt are drawn once for both attacks and every group (a store stage); each step takes a batch
   of instance images and one of class images, L = L_inst + 1.0 · L_prior (``--prior_loss_weight``).
   Batch 2 (README; the script's default is 4).
 
@@ -55,14 +56,11 @@ from typing import Annotated, Iterator, Literal
 import torch
 from pydantic import Field
 
-from immunobench.diffusion import diffusion_loss, encode_images, encode_prompts, sample, select_parameters
-from immunobench.finetune import Batches, train
+from immunobench.diffusion import diffusion_loss, encode_prompts, select_parameters
+from immunobench.finetune import Batches, class_images, train
 from immunobench.plugins import Attack, Constraints, register_attack
 from immunobench.tokens import learn_concept_tokens, restore_rows, zero_other_grads
 
-# class-image seeds: seed · 100000 + this + i, disjoint from the runner's roles (0 … 10000 + n) and the
-# preset sweeps' evaluation seeds (20000+)
-CLASS_SEED_OFFSET = 40_000
 KV_SETS = {"crossattn_kv": "xattn-kv", "crossattn": "xattn"}
 
 
@@ -90,7 +88,7 @@ class CustomDiffusionConfig:
 class CustomDiffusion(Attack):
     """attn2 K/V and one modifier token per concept, jointly, with prior preservation."""
 
-    version = "1"
+    version = "2"  # 2: class images through TaskData.draw_class_images (the runner's store stage)
     Config = CustomDiffusionConfig
     presets = {"tiny-sd": {"lr": 1e-3}}
 
@@ -109,7 +107,9 @@ class CustomDiffusion(Attack):
 
         use_prior = cfg.class_images > 0 and cfg.prior_loss_weight > 0
         if use_prior:
-            class_latents, class_cond = self.prior(model, group, concepts, cfg)
+            prior = class_images(model, group, concepts, cfg.class_images, cfg.seed, draw=data.draw_class_images)
+            # the class prompts hold no modifier and only modifier rows change: encoded once
+            class_latents, class_cond = prior.latents, prior.conditioning(model)
             class_batches = Batches(len(class_latents), cfg.batch_size, torch.Generator().manual_seed(cfg.seed + 1))
         trainable = [embedding, *kv.values()]
         opt = torch.optim.AdamW(trainable, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=cfg.weight_decay)
@@ -138,22 +138,6 @@ class CustomDiffusion(Attack):
         finally:
             for h in hooks:
                 h.remove()
-
-    def prior(self, model, group, concepts, cfg: CustomDiffusionConfig) -> tuple[torch.Tensor, torch.Tensor]:
-        """Class-image latents and their prompts' conditioning (the class prompts hold no modifier, and
-        only modifier rows change, so it is encoded once)."""
-        prompts = [group.class_prompt(c) for c in concepts for _ in range(cfg.class_images)]
-        seeds = [cfg.seed * 100_000 + CLASS_SEED_OFFSET + i for _ in concepts for i in range(cfg.class_images)]
-        images = self.class_images(model, prompts, seeds)
-        with torch.no_grad():
-            latents = torch.cat([encode_images(model, chunk) for chunk in images.split(32)])
-            unique = sorted(set(prompts))
-            table = encode_prompts(model, unique)
-        return latents, table[torch.tensor([unique.index(p) for p in prompts])]
-
-    def class_images(self, model, prompts: list[str], seeds: list[int]) -> torch.Tensor:
-        """The prior's images, drawn by the model under attack (a seam a sweep may cache)."""
-        return sample(model, prompts, seeds, batch_size=16)
 
 
 def _detach_bos(unet: torch.nn.Module) -> list:

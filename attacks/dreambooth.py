@@ -69,7 +69,7 @@ class DreamBoothConfig:
 class DreamBooth(Attack):
     """Whole-UNet DreamBooth with prior preservation on the card's identifier prompts."""
 
-    version = "1"
+    version = "2"  # 2: class images through TaskData.draw_class_images (the runner's store stage)
     Config = DreamBoothConfig
     presets = {"tiny-sd": {"lr": 5e-4, "num_class_images": 20}}
 
@@ -84,6 +84,7 @@ class DreamBooth(Attack):
         loss_at = instance_objective(
             model, group, unet, train_set, batch_size=cfg.batch_size, seed=cfg.seed,
             prior_loss_weight=cfg.prior_loss_weight if cfg.with_prior_preservation else None,
-            num_class_images=cfg.num_class_images, progress=self.progress)
+            num_class_images=cfg.num_class_images, progress=self.progress,
+            draw=data.draw_class_images)
         yield from train("dreambooth", adapted, [unet], trainable, opt, loss_at, checkpoints,
                          max_grad_norm=cfg.max_grad_norm)

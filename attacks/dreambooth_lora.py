@@ -70,7 +70,7 @@ class DreamBoothLoRAConfig:
 class DreamBoothLoRA(Attack):
     """PEFT LoRA DreamBooth on the UNet's attention projections, on the card's identifier prompts."""
 
-    version = "1"
+    version = "2"  # 2: class images through TaskData.draw_class_images (the runner's store stage)
     Config = DreamBoothLoRAConfig
     presets = {"tiny-sd": {"lr": 1e-2}}
 
@@ -85,6 +85,7 @@ class DreamBoothLoRA(Attack):
         loss_at = instance_objective(
             model, group, unet, train_set, batch_size=cfg.batch_size, seed=cfg.seed,
             prior_loss_weight=cfg.prior_loss_weight if cfg.with_prior_preservation else None,
-            num_class_images=cfg.num_class_images, progress=self.progress)
+            num_class_images=cfg.num_class_images, progress=self.progress,
+            draw=data.draw_class_images)
         yield from train("dreambooth_lora", adapted, [unet], trainable, opt, loss_at, checkpoints,
                          max_grad_norm=cfg.max_grad_norm)

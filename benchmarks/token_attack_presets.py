@@ -26,6 +26,7 @@ from immunobench.backbones import load_backbone
 from immunobench.cards import get_card
 from immunobench.data import ConceptImages, TaskData
 from immunobench.diffusion import sample
+from immunobench.finetune import drawn_once
 from immunobench.plugins import configure, discover, get_attack, get_metric, judges_for
 from immunobench.world.common import reference_images
 
@@ -38,22 +39,10 @@ GRIDS = {
     "textual_inversion": {"lr=2e-3": {"lr": 2e-3}, "lr=2e-2": {"lr": 2e-2}, "lr=2e-1": {"lr": 2e-1},
                           "lr=2e-1,bs=1": {"lr": 2e-1, "batch_size": 1}},
     "custom_diffusion": {"lr=1e-5": {"lr": 1e-5}, "lr=1e-4": {"lr": 1e-4}, "lr=1e-3": {"lr": 1e-3},
-                         "lr=1e-2": {"lr": 1e-2}, "lr=1e-3,no-prior": {"lr": 1e-3, "prior_loss_weight": 0.0}},
+                         "lr=1e-2": {"lr": 1e-2}, "lr=1e-3,no-prior": {"lr": 1e-3, "prior_loss_weight": 0.0},
+                         # DreamBooth's tiny-sd class-image count (the runner then draws one set per model and class)
+                         "lr=1e-3,20-class": {"lr": 1e-3, "class_images": 20}},
 }
-
-
-def cached_class_images(cls):
-    """The attack with its class images drawn once per (prompts, seeds): the sweep's model never changes."""
-    cache = {}
-
-    class Cached(cls):
-        def class_images(self, model, prompts, seeds):
-            key = (tuple(prompts), tuple(seeds))
-            if key not in cache:
-                cache[key] = super().class_images(model, prompts, seeds)
-            return cache[key]
-
-    return Cached
 
 
 def main() -> None:
@@ -63,6 +52,7 @@ def main() -> None:
     args = ap.parse_args()
     discover()
     model = load_backbone("tiny-sd")
+    draw_class_images = drawn_once(model)  # the same un-defended model for every config
     dino = get_metric(judges_for(model.spec.metric_family)["D"])()
     card = get_card("personalization")
     out = Path(args.out)
@@ -71,7 +61,7 @@ def main() -> None:
         done = {(r["attack"], r["config"], r["instance"]) for r in map(json.loads, out.read_text().splitlines())}
     seeds = list(range(EVAL_SEED0, EVAL_SEED0 + N_EVAL))
     for name in args.attacks:
-        attack = cached_class_images(get_attack(name))
+        attack = get_attack(name)
         for label, over in GRIDS[name].items():
             for instance, group_name in INSTANCES.items():
                 if (name, label, instance) in done:
@@ -80,7 +70,8 @@ def main() -> None:
                 group = card.group(group_name)
                 prompt = group.prompt(instance)
                 refs = reference_images(instance)
-                data = TaskData(attack={instance: ConceptImages(refs, [prompt] * len(refs))})
+                data = TaskData(attack={instance: ConceptImages(refs, [prompt] * len(refs))},
+                                draw_class_images=draw_class_images)
                 cfg = replace(configure(get_attack(name), model.name, card.kind), **over)
                 sims = {}
                 for step, adapted in attack().adapt(model, group, data, cfg, checkpoints=list(STEPS)):

@@ -32,6 +32,7 @@ from immunobench.backbones import load_backbone
 from immunobench.cards import ConceptGroup, get_card
 from immunobench.data import ConceptImages, TaskData
 from immunobench.diffusion import sample
+from immunobench.finetune import drawn_once
 from immunobench.plugins import discover, get_attack, get_metric, judges_for
 from immunobench.world.common import reference_images
 
@@ -50,14 +51,15 @@ GRIDS = {
 }
 
 
-def run(model, dino, attack: str, overrides: dict, instance: str, checkpoints: list[int], untrained: dict) -> dict:
+def run(model, dino, attack: str, overrides: dict, instance: str, checkpoints: list[int], untrained: dict,
+        draw_class_images) -> dict:
     """One attack run; ``untrained`` caches each instance's step-0 similarity (the same model, prompt and
-    seeds for every config and attack)."""
+    seeds for every config and attack), ``draw_class_images`` DreamBooth's class images (``finetune.drawn_once``)."""
     card = get_card("personalization")
     group = card.group(INSTANCES[instance])
     prompt = group.prompt(instance)
     refs = reference_images(instance)
-    data = TaskData(attack={instance: ConceptImages(refs, [prompt] * len(refs))})
+    data = TaskData(attack={instance: ConceptImages(refs, [prompt] * len(refs))}, draw_class_images=draw_class_images)
     single = ConceptGroup(group.task, group.name, (instance,), (), card)
     cls = get_attack(attack)
     cfg = replace(cls.Config(), **overrides)
@@ -99,22 +101,6 @@ def summary(rows: list[dict]) -> dict:
     return out
 
 
-def draw_class_images_once() -> None:
-    """Every run here attacks the same un-defended model, so DreamBooth's class images (deterministic in
-    the model, class prompt, count and seed) are drawn once per instance and reused across configs."""
-    import immunobench.finetune as finetune
-
-    draw, drawn = finetune.class_images, {}
-
-    def cached(model, group, concepts, count, seed, on_batch=None):
-        key = (tuple(group.class_prompt(c) for c in concepts), count, seed)
-        if key not in drawn:
-            drawn[key] = draw(model, group, concepts, count, seed, on_batch)
-        return drawn[key]
-
-    finetune.class_images = cached
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--attacks", nargs="+", default=list(GRIDS))
@@ -124,8 +110,8 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/unet_attack_presets.json")
     args = ap.parse_args()
     discover()
-    draw_class_images_once()
     model = load_backbone("tiny-sd")
+    draw_class_images = drawn_once(model)  # the same un-defended model for every run
     dino = get_metric(judges_for(model.spec.metric_family)["D"])()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -140,7 +126,7 @@ def main() -> None:
         for instance in INSTANCES:
             if (attack, json.dumps(overrides, sort_keys=True), instance) in done:
                 continue
-            row = run(model, dino, attack, overrides, instance, checkpoints, untrained)
+            row = run(model, dino, attack, overrides, instance, checkpoints, untrained, draw_class_images)
             print(json.dumps(row), flush=True)
             rows.append(row)
             with out.open("a") as f:

@@ -5,6 +5,7 @@ Images are float tensors in [-1, 1], shape (N, 3, H, W), everywhere in the proje
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -24,12 +25,17 @@ class ConceptImages:
 @dataclass
 class TaskData:
     """Disjoint splits per target concept, as the runner holds them; a defense gets a ``DefenseData``
-    view of them (never this object: it carries the attack split and the references)."""
+    view of them (never this object: it carries the attack split and the references).
+
+    ``draw_class_images(class_prompt, seeds)``, where set, draws the attacked model's class images
+    (DreamBooth's and Custom Diffusion's prior); the runner binds it to the model under attack and its
+    store, so they are drawn once per model and class prompt (``finetune.class_images``)."""
 
     defense: dict[str, ConceptImages] = field(default_factory=dict)
     attack: dict[str, ConceptImages] = field(default_factory=dict)
     references: dict[str, torch.Tensor] = field(default_factory=dict)
     regularization: ConceptImages | None = None
+    draw_class_images: Callable[[str, list[int]], torch.Tensor] | None = None
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 TEXT_ENCODER_PREFIX = "text_encoder."
 CLASS_IMAGE_SEED_OFFSET = 7_000  # of cfg.seed · 100 000, beside the runner's offsets (attack 0 … eval 10 000)
+ClassImageDraw = Callable[[str, list[int]], torch.Tensor]  # (class prompt, seeds) → images in [-1, 1]
 
 
 @dataclass
@@ -176,16 +177,37 @@ def lora_parameters(unet: torch.nn.Module, frozen: frozenset[str]) -> list[torch
 
 
 def class_images(model: "Backbone", group: "ConceptGroup", concepts: Sequence[str], count: int, seed: int,
-                 on_batch: Callable[[int], None] | None = None) -> TrainingSet:
+                 on_batch: Callable[[int], None] | None = None, draw: "ClassImageDraw | None" = None) -> TrainingSet:
     """DreamBooth's prior-preservation set: ``count`` images per concept drawn by ``model`` (the attacked,
     possibly immunized model, as train_dreambooth.py draws them with the pipeline it fine-tunes) from
-    the concept's class prompt (``group.class_prompt``), deterministic in ``seed``, encoded once."""
+    the concept's class prompt (``group.class_prompt``), deterministic in ``seed``, encoded once.
+
+    ``draw`` (``TaskData.draw_class_images``; the runner's store stage) draws them for ``model``, so one
+    model's images of a class prompt are drawn once for every attack and group that needs them; without
+    it they are sampled here."""
     seeds = [seed * 100_000 + CLASS_IMAGE_SEED_OFFSET + i for i in range(count)]
     prompts = [group.class_prompt(c) for c in concepts for _ in seeds]
-    images = sample(model, prompts, seeds * len(concepts), batch_size=16, on_batch=on_batch)
+    if draw is None:
+        images = sample(model, prompts, seeds * len(concepts), batch_size=16, on_batch=on_batch)
+    else:
+        images = torch.cat([draw(group.class_prompt(c), seeds) for c in concepts])
     with torch.no_grad():
         latents = encode_images(model, images)
     return TrainingSet(latents, prompts, [c for c in concepts for _ in seeds])
+
+
+def drawn_once(model: "Backbone") -> ClassImageDraw:
+    """A ``ClassImageDraw`` for ``model`` that keeps what it drew in memory (sweeps over one unchanging
+    model outside the runner, whose store does this across runs)."""
+    drawn: dict[tuple[str, tuple[int, ...]], torch.Tensor] = {}
+
+    def draw(prompt: str, seeds: list[int]) -> torch.Tensor:
+        key = (prompt, tuple(seeds))
+        if key not in drawn:
+            drawn[key] = sample(model, [prompt] * len(seeds), list(seeds), batch_size=16)
+        return drawn[key]
+
+    return draw
 
 
 def prior_preservation_loss(unet: torch.nn.Module, instance_latents: torch.Tensor, instance_cond: torch.Tensor,
@@ -204,11 +226,11 @@ def prior_preservation_loss(unet: torch.nn.Module, instance_latents: torch.Tenso
 
 def instance_objective(model: "Backbone", group: "ConceptGroup", unet: torch.nn.Module, train_set: TrainingSet, *,
                        batch_size: int, seed: int, prior_loss_weight: float | None = None, num_class_images: int = 0,
-                       progress=None) -> Callable[[int], torch.Tensor]:
+                       progress=None, draw: ClassImageDraw | None = None) -> Callable[[int], torch.Tensor]:
     """``loss_at`` for ``train``: the ε-loss of ``unet`` on epoch-shuffled batches of ``train_set``
     (frozen text encoder), plus, when ``prior_loss_weight`` is given, DreamBooth's prior term on as
-    many class images per step (``class_images``, drawn once here; diffusers pairs one class image
-    with each instance image of a batch; ``progress`` shows their sampling). Batches and noise come from
+    many class images per step (``class_images``, drawn once here or by ``draw``; diffusers pairs one class
+    image with each instance image of a batch; ``progress`` shows their sampling). Batches and noise come from
     one generator seeded by ``seed``."""
     cond = train_set.conditioning(model)
     g = torch.Generator().manual_seed(seed)
@@ -222,8 +244,9 @@ def instance_objective(model: "Backbone", group: "ConceptGroup", unet: torch.nn.
     if num_class_images < 1:
         raise ValueError("prior preservation needs num_class_images >= 1")
     concepts = list(dict.fromkeys(train_set.concepts))
-    bar = progress.task(f"class images {group.name}", total=len(concepts) * num_class_images) if progress else None
-    prior = class_images(model, group, concepts, num_class_images, seed, on_batch=bar.advance if bar else None)
+    bar = (progress.task(f"class images {group.name}", total=len(concepts) * num_class_images)
+           if progress and draw is None else None)  # a ``draw`` shows its own
+    prior = class_images(model, group, concepts, num_class_images, seed, on_batch=bar.advance if bar else None, draw=draw)
     if bar is not None:
         bar.close()
     prior_cond = prior.conditioning(model)

@@ -355,6 +355,25 @@ class Runner:
         art = self._ensure("images", key, compute)
         return key, _from_uint8(art.tensors()["images"])
 
+    def class_images(self, model_key: str, model: Backbone) -> Callable[[str, list[int]], torch.Tensor]:
+        """``TaskData.draw_class_images`` for an attack on ``model``: DreamBooth's and Custom Diffusion's
+        class images as a stage keyed by the attacked model, the class prompt and the seeds, so one model's
+        images of a class are drawn once for every attack, group and sweep point that uses them (the
+        undefended model's, for every group of the card). Its time counts in the stage that drew it first."""
+
+        def draw(prompt: str, seeds: list[int]) -> torch.Tensor:
+            seeds = list(seeds)
+            key = artifact_key("class-images", model=model_key, prompt=prompt, seeds=seeds, sampler=self.sampler)
+
+            def compute():
+                bar = self.progress.task(f"class images '{prompt}'", total=len(seeds))
+                x = sample(model, [prompt] * len(seeds), seeds, batch_size=16, on_batch=bar.advance, **self._sampling)
+                return {"prompt": prompt, "role": "class", "seeds": seeds}, {"tensors": {"images": _to_uint8(x)}}
+
+            return _from_uint8(self._ensure("class-images", key, compute).tensors()["images"])
+
+        return draw
+
     def start_model(self, group: ConceptGroup) -> tuple[str, Backbone]:
         spec = self.card.start_model
         if spec.defense is None:
@@ -503,7 +522,8 @@ class Runner:
             plugin.progress = self.progress
             images, bar = {}, self.progress.task(f"{variant.cell_name(attack)} {group.name}", total=max(checkpoints))
             last = 0
-            for step, adapted in plugin.adapt(model, group, data, cfg, constraints, list(checkpoints)):
+            attack_data = replace(data, draw_class_images=self.class_images(model_key, model))
+            for step, adapted in plugin.adapt(model, group, attack_data, cfg, constraints, list(checkpoints)):
                 bar.advance(step - last)
                 last = step
                 # targets at every checkpoint (the curves); others before the attack and at the reporting
@@ -538,8 +558,8 @@ class Runner:
         x = sample(model, prompts, seeds * len(concepts), batch_size=16, **self._sampling)
         return {ImageKey(step, c): _to_uint8(chunk) for c, chunk in zip(concepts, x.split(len(seeds)))}
 
-    def selection(self, attack: str, group: ConceptGroup, seed: int, attack_key: str, model: Backbone, constraints,
-                  data: TaskData, variant: Variant) -> tuple[str, dict[ImageKey, torch.Tensor]]:
+    def selection(self, attack: str, group: ConceptGroup, seed: int, attack_key: str, model_key: str, model: Backbone,
+                  constraints, data: TaskData, variant: Variant) -> tuple[str, dict[ImageKey, torch.Tensor]]:
         """The selection split of a sweep's attack stage: targets and others at its report step on the
         selection seeds. Sampled with the attack when both are new; when the attack is stored already (a run
         without the sweep made it), the attack is replayed to its report step from the same RNG state."""
@@ -552,7 +572,8 @@ class Runner:
                 plugin = get_attack(attack)()
                 plugin.progress = self.progress
                 cfg = _seeded(variant.resolved.config, seed)
-                for step, adapted in plugin.adapt(model, group, data, cfg, constraints, list(variant.checkpoints)):
+                attack_data = replace(data, draw_class_images=self.class_images(model_key, model))
+                for step, adapted in plugin.adapt(model, group, attack_data, cfg, constraints, list(variant.checkpoints)):
                     if step == variant.report_step:
                         images = self._sample_sets(adapted, group, step, concepts, seeds)
                         break
@@ -582,7 +603,8 @@ class Runner:
             plugin = cls()
             plugin.progress = self.progress
             images = {}
-            single = TaskData(attack={concept: data.attack[concept]})
+            single = TaskData(attack={concept: data.attack[concept]},
+                              draw_class_images=self.class_images(model_key, model))
             for step, adapted in plugin.adapt(model, alone, single, cfg, constraints, [variant.report_step]):
                 images.update(self._sample_sets(adapted, alone, step, [concept], eval_seeds))
             meta, tensors = image_sets_artifact(images)
@@ -773,7 +795,7 @@ class Runner:
         rows = self.score(akey, images, data.references, data_keys["references"], data.attack, data_keys["attack"],
                           baselines=defense == "none")
         if self.sweeping:
-            skey, selected = self.selection(attack, group, seed, akey, model, constraints, data, variant)
+            skey, selected = self.selection(attack, group, seed, akey, mkey, model, constraints, data, variant)
             self._selection_keys[akey] = skey
             rows = rows + [{**r, "split": "selection"}
                            for r in self.score(skey, selected, data.references, data_keys["references"])]

@@ -135,3 +135,29 @@ def test_mean_over_attacks():
     out = mean_over_attacks(pd.DataFrame(rows, columns=COLUMNS))
     # MSGR/C: both attacks → 15; MRSGR/C: one attack missing → left out, not averaged over fewer
     assert out.to_dict("records") == [{**base, "attack": "mean", "metric": "MSGR/C", "value": 15.0}]
+
+
+def test_class_images_drawn_once_per_model_and_class_prompt(small_card, tmp_path):
+    """DreamBooth and Custom Diffusion share one stored draw of each class prompt by the attacked model,
+    across the targets' run and the others' adaptations alone; the draw is the model's own sampling."""
+    from immunobench.diffusion import sample
+    from immunobench.finetune import CLASS_IMAGE_SEED_OFFSET
+
+    runner = Runner(RunConfig(task=str(small_card), defenses=("none",), attacks=("dreambooth", "custom_diffusion"),
+                              groups=("2c-1",), out=str(tmp_path / "runs"), store=str(tmp_path / "store"),
+                              sample_steps=2, workers=1,
+                              overrides={"dreambooth": {"num_class_images": 2, "lr": 1e-4},
+                                         "custom_diffusion": {"class_images": 2}}),
+                     Progress(False), log=lambda _: None)
+    runner.run()
+    assert not runner.failures
+    group = runner.card.group("2c-1")
+    classes = {group.class_prompt(c) for c in group.scored}  # purse, houseplant and the two others' categories
+    assert runner.stats["computed"]["class-images"]["count"] == len(classes) == 4
+    assert runner.stats["cached"]["class-images"] == len(classes)  # the second attack reuses every draw
+    art = runner.store.get(runner.keys["class-images"][0])
+    seeds = [CLASS_IMAGE_SEED_OFFSET, CLASS_IMAGE_SEED_OFFSET + 1]  # run seed 0
+    assert art.meta["seeds"] == seeds
+    drawn = sample(runner.model, [art.meta["prompt"]] * 2, seeds, steps=2)
+    stored = art.tensors()["images"].float() / 127.5 - 1
+    assert (stored - drawn).abs().max() <= 1 / 127.5 + 1e-6
