@@ -39,13 +39,15 @@ modifier tokens still train (the attacker trains what the fine-tuning API lets t
 embedding matrix is frozen, Custom Diffusion cannot run and says so.
 
 Preset: on tiny-sd, lr 1e-3 (tiny-sd was pre-trained at 1e-3, SD at 1e-4; the LoRA preset is 1e-3 too),
-200 class images per concept. The sweep (benchmarks/token_attack_presets.py, 2026-12-06, no defense, 8
+20 class images per concept. The sweep (benchmarks/token_attack_presets.py, 2026-12-06, no defense, 8
 generations per instance, DINO-role similarity to the references, mean of purse and castle; gain at step
 40, with step 0 → 40 → 200): 0.030 (0.293 → 0.323 → 0.428) at 1e-5, 0.231 (→ 0.524 → 0.701) at 1e-4, 0.544
-(→ 0.838 → 0.934) at 1e-3 — the preset —, 0.531 (→ 0.825 → 0.956) at 1e-2, and 0.464 (→ 0.757 → 0.796)
-at 1e-3 without the prior term. Castle starts at 0.76 and gains little by step 40 (0.80; 0.97 at 200).
-Cost: the 200 class images per concept take ~110 s on tiny-sd (one thread of a shared 2-core machine);
-each run of 200 steps with 3 × 8 generations ~60 s more.
+(→ 0.838 → 0.934) at 1e-3, 0.531 (→ 0.825 → 0.956) at 1e-2, 0.464 (→ 0.757 → 0.796) at 1e-3 without the
+prior term, and 0.534 (→ 0.828 → 0.928) at 1e-3 with 20 class images instead of 200 — the preset: 0.010
+below 200 (one seed, two instances), a tenth of the class images (200 per concept took ~110 s on one
+shared core; a personalization run draws one set per attacked model and category: 10 groups × 13 categories
+on the immunized models plus 13 on the undefended one, per seed), and DreamBooth's tiny-sd count, so the
+two attacks share one draw.
 """
 from __future__ import annotations
 
@@ -90,7 +92,7 @@ class CustomDiffusion(Attack):
 
     version = "2"  # 2: class images through TaskData.draw_class_images (the runner's store stage)
     Config = CustomDiffusionConfig
-    presets = {"tiny-sd": {"lr": 1e-3}}
+    presets = {"tiny-sd": {"lr": 1e-3, "class_images": 20}}
 
     def adapt(self, model, group, data, cfg: CustomDiffusionConfig = CustomDiffusionConfig(),
               constraints: Constraints = Constraints(), checkpoints: list[int] = (40,)) -> Iterator[tuple[int, object]]:
