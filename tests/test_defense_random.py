@@ -7,7 +7,7 @@ import torch
 from immunobench.cards import get_card
 from immunobench.data import ConceptImages, defense_view
 from immunobench.defenses.mima import MIMA
-from immunobench.defenses.random import RandomConfig, RandomControl, mima_config, randomize
+from immunobench.defenses.random_control import RandomConfig, RandomControl, mima_config, randomize
 from immunobench.errors import ConfigError
 from immunobench.plugins import configure
 
