@@ -21,6 +21,9 @@ PARAMETER_SETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "xattn": ((r"\.attn2\.",), ()),  # ESD-x, MIMA's S^u: all cross-attention (q, k, v, out)
     "attn": ((r"\.attn[12]\.to_(q|k|v|out)",), ()),  # IMMA's θ_u: self- and cross-attention
     "non-xattn": ((r".*",), (r"\.attn2\.",)),  # ESD-u: everything but cross-attention
+    # ESD-u as esd_sd.py selects it: every Linear/Conv2d outside attn2 (weights and biases), no norm
+    # layer (diffusers names every GroupNorm/LayerNorm "norm*"; tests/test_defense_esd.py checks by class)
+    "esd-u": ((r".*",), (r"\.attn2\.", r"(^|\.)(conv_)?norm[^.]*\.")),
     "unet": ((r".*",), ()),  # DreamBooth, full fine-tuning
 }
 
@@ -208,6 +211,47 @@ def sample(
         if on_batch is not None:
             on_batch(len(chunk))
     return torch.cat(out)
+
+
+@torch.no_grad()
+def partial_sample(
+    backbone: "Backbone",
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    done: int,
+    *,
+    steps: int | None = None,
+    guidance_scale: float | None = None,
+    negative_prompt: str = "",
+    params: Mapping[str, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Latents after the first ``done`` of ``steps`` steps of ``sample``'s DDIM (η = 0, classifier-free
+    guidance) and the timestep they sit at: ``(x_t, t)``, t = the schedule's ``done``-th timestep (0 once
+    every step is done). Same seeded noise and arithmetic as ``sample``: ``done=0`` is the seeds' noise,
+    ``done=steps`` decodes to ``sample``'s images. One batch, latents on the model's device and dtype.
+    (ESD trains on x_t drawn this way; ``utils/sd_utils.py`` of rohitgandikota/erasing stops the pipeline
+    loop at ``run_till_timestep``.)"""
+    from diffusers import DDIMScheduler
+
+    if len(prompts) != len(seeds):
+        raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one seed per image")
+    steps = steps or backbone.spec.sample_steps
+    if not 0 <= done <= steps:
+        raise ValueError(f"done must lie in [0, steps={steps}], got {done}")
+    guidance_scale = backbone.spec.guidance_scale if guidance_scale is None else guidance_scale
+    config = dict(backbone.scheduler.config)
+    extra = {} if "set_alpha_to_one" in config else {"set_alpha_to_one": False}  # as sample()
+    scheduler = DDIMScheduler.from_config(config, **extra)
+    scheduler.set_timesteps(steps)
+    latents = initial_latents(backbone, seeds) * scheduler.init_noise_sigma
+    cond = torch.cat([encode_prompts(backbone, [negative_prompt] * len(prompts)), encode_prompts(backbone, list(prompts))])
+    for t in scheduler.timesteps[:done]:
+        model_in = scheduler.scale_model_input(torch.cat([latents, latents]), t)
+        eps_uncond, eps_cond = call_with(backbone.unet, params, model_in, t, encoder_hidden_states=cond).sample.chunk(2)
+        eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+        latents = scheduler.step(eps, t, latents).prev_sample
+    t = scheduler.timesteps[done] if done < steps else torch.zeros((), dtype=scheduler.timesteps.dtype)
+    return latents, t
 
 
 def seed_everything(seed: int) -> torch.Generator:
