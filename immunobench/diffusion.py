@@ -20,7 +20,7 @@ PARAMETER_SETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "xattn-kv": ((r"\.attn2\.to_[kv]\.",), ()),  # Custom Diffusion, UCE, the MIMA merge's W
     "xattn": ((r"\.attn2\.",), ()),  # ESD-x, MIMA's S^u: all cross-attention (q, k, v, out)
     "attn": ((r"\.attn[12]\.to_(q|k|v|out)",), ()),  # IMMA's θ_u: self- and cross-attention
-    "non-xattn": ((r".*",), (r"\.attn2\.",)),  # ESD-u: everything but cross-attention
+    "non-xattn": ((r".*",), (r"\.attn2\.",)),  # everything but cross-attention (norms included)
     # ESD-u as esd_sd.py selects it: every Linear/Conv2d outside attn2 (weights and biases), no norm
     # layer (diffusers names every GroupNorm/LayerNorm "norm*"; tests/test_defense_esd.py checks by class)
     "esd-u": ((r".*",), (r"\.attn2\.", r"(^|\.)(conv_)?norm[^.]*\.")),
