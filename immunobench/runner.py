@@ -139,11 +139,21 @@ class CellFailed(Exception):
 
 
 class _PeakMemory:
-    """Peak resident memory of this process during a stage (sampled), and CUDA's peak if used."""
+    """A stage's cost: wall time, peak resident memory of this process (sampled), CUDA's peak if used,
+    and the UNet's work — forward calls and the images they carried (classifier-free guidance counts
+    its two halves) — counted by a global module hook, so every defense and attack is measured alike
+    without reporting anything itself."""
 
     def __init__(self, device: str):
         self.device, self.peak = device, 0
+        self.unet_calls = self.unet_images = 0
         self._stop = threading.Event()
+
+    def _count_unet(self, module, args, kwargs, output):
+        if type(module).__name__ == "UNet2DConditionModel":
+            sample = args[0] if args else kwargs.get("sample")
+            self.unet_calls += 1
+            self.unet_images += int(sample.shape[0]) if hasattr(sample, "shape") else 0
 
     @staticmethod
     def _rss() -> int:
@@ -165,15 +175,18 @@ class _PeakMemory:
             torch.cuda.reset_peak_memory_stats()
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
+        self._hook = torch.nn.modules.module.register_module_forward_hook(self._count_unet, with_kwargs=True)
         self.started = time.time()
         return self
 
     def __exit__(self, *exc):
+        self._hook.remove()
         self._stop.set()
         self._thread.join()
         self.seconds = time.time() - self.started
         self.peak = max(self.peak, self._rss())
-        self.cost = {"seconds": round(self.seconds, 2), "peak_rss_mb": round(self.peak / 2**20, 1)}
+        self.cost = {"seconds": round(self.seconds, 2), "peak_rss_mb": round(self.peak / 2**20, 1),
+                     "unet_calls": self.unet_calls, "unet_images": self.unet_images}
         if self.device.startswith("cuda"):
             self.cost["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
 
@@ -332,7 +345,10 @@ class Runner:
 
     def _count_computed(self, stage: str, cost: dict) -> None:
         """Adds computed stages (count, seconds, peak RSS) to the run's statistics."""
-        done = self.stats["computed"].setdefault(stage, {"count": 0, "seconds": 0.0, "peak_rss_mb": 0.0})
+        done = self.stats["computed"].setdefault(stage, {"count": 0, "seconds": 0.0, "peak_rss_mb": 0.0,
+                                                          "unet_calls": 0, "unet_images": 0})
+        for k in ("unet_calls", "unet_images"):
+            done[k] += cost.get(k, 0)
         done["count"] += cost["count"]
         done["seconds"] = round(done["seconds"] + cost["seconds"], 2)
         done["peak_rss_mb"] = max(done["peak_rss_mb"], cost["peak_rss_mb"])
@@ -766,6 +782,8 @@ class Runner:
                         self.cells.append({"group": group_name, "defense": defense, "attack": attack,
                                            "attack_config": variant.label, "seed": seed,
                                            "targets": list(group.targets), "model_key": mkey, "attack_key": akey,
+                                           "frozen_tensors": len(self.store.get(mkey).meta.get("frozen", []))
+                                           if defense != "none" and self.store.has(mkey) else 0,
                                            **({"alone_keys": alone_keys} if alone_keys else {}),
                                            **({"selection_key": self._selection_keys[akey]} if self.sweeping else {}),
                                            "references": dict(zip(group.scored, data_keys["references"])),
@@ -1021,7 +1039,8 @@ def _summed_cost(costs: list[dict | None]) -> dict:
     """Several stages' costs as one: seconds summed, the peak of the peaks."""
     costs = [c for c in costs if c]
     return {"count": len(costs), "seconds": round(sum(c.get("seconds", 0) for c in costs), 2),
-            "peak_rss_mb": max((c.get("peak_rss_mb", 0) for c in costs), default=0)}
+            "peak_rss_mb": max((c.get("peak_rss_mb", 0) for c in costs), default=0),
+            **{k: sum(c.get(k, 0) for c in costs) for k in ("unet_calls", "unet_images")}}
 
 
 def _derive_by_variant(rows: list[dict], card: TaskCard, derive: Callable) -> "pd.DataFrame":

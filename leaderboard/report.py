@@ -16,7 +16,7 @@ Runs that predate these rows show no block.
 These tables show each attack's default point on the evaluation split. A run with ``--attack-sweep``
 adds the block "Worst case over the attack sweep" (``leaderboard.worst_case``): per defense and attack
 the default point beside the ε-bounded worst case, named; selection-split rows are never shown as
-reported figures.
+reported figures. The cost block gives each defense's immunization cost (``cost_table``).
 """
 from __future__ import annotations
 
@@ -313,6 +313,10 @@ def leaderboard(results: pd.DataFrame, manifest: dict) -> tuple[str, pd.DataFram
         block, worst = _worst_case_block(everything, manifest, label, labels)
         lines += block
 
+    cost = cost_table(manifest)
+    if not cost.empty:
+        lines += _cost_block(cost, labels)
+
     failures = manifest.get("failures", [])
     if failures:
         lines += ["## Failed cells", ""] + [f"- {f['group']}/{f['defense']}/{f['attack']}/seed {f['seed']}: {f['reason']}"
@@ -330,8 +334,56 @@ def leaderboard(results: pd.DataFrame, manifest: dict) -> tuple[str, pd.DataFram
         frames.append(memorization.assign(table="memorization"))
     if worst is not None:
         frames.append(worst)
+    if not cost.empty:
+        frames.append(cost)
     tidy = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=TIDY_COLUMNS)
     return "\n".join(lines), tidy.reindex(columns=TIDY_COLUMNS)
+
+
+COST_FIGURES = {"seconds": "wall s", "peak_rss_mb": "peak RSS MB", "unet_images": "UNet images"}
+
+
+def cost_table(manifest: dict) -> pd.DataFrame:
+    """Each defense's immunization cost from the manifest's cells (the cost its stage had when it was
+    computed, also for reused ones): per distinct immunized model (group × seed), wall seconds, peak
+    resident memory and UNet images (forward passes × batch; ``runner._PeakMemory``) → tidy rows
+    (metric ∈ ``COST_FIGURES``, mean, std, n) plus the defense's constraint: how many tensors it freezes."""
+    per_model: dict[str, tuple[str, dict, int]] = {}
+    for cell in manifest.get("cells", []):
+        cost = (cell.get("cost") or {}).get("immunize")
+        if cell["defense"] != "none" and cost:
+            per_model[cell["model_key"]] = (cell["defense"], cost, cell.get("frozen_tensors", 0))
+    rows = []
+    for defense in dict.fromkeys(d for d, _, _ in per_model.values()):
+        costs = [(c, f) for d, c, f in per_model.values() if d == defense]
+        for metric in (*COST_FIGURES, "frozen_tensors"):
+            values = pd.Series([f if metric == "frozen_tensors" else c.get(metric) for c, f in costs], dtype=float).dropna()
+            if len(values):
+                rows.append({"table": "cost", "defense": defense, "attack": "", "metric": metric, "group": "mean",
+                             "mean": values.mean(), "std": values.std() if len(values) > 1 else float("nan"),
+                             "n": len(values), "phase": "immunize"})
+    return pd.DataFrame(rows, columns=TIDY_COLUMNS)
+
+
+def _cost_block(table: pd.DataFrame, labels: dict[str, str]) -> list[str]:
+    lines = ["## Cost of immunization", "",
+             "Per immunized model (group × seed): mean ± std over them; UNet images = forward passes × their batch "
+             "(classifier-free guidance counts twice), counted alike for every defense. A defense that freezes tensors "
+             "publishes them as a constraint every attack honours.", "",
+             "| defense | " + " | ".join(COST_FIGURES.values()) + " | frozen tensors | models |",
+             "|---|" + "---|" * (len(COST_FIGURES) + 2)]
+    for defense, part in table.groupby("defense", sort=False):
+        by = part.set_index("metric")
+
+        def cell(metric: str, digits: int) -> str:
+            if metric not in by.index:
+                return "—"
+            r = by.loc[metric]
+            return f"{r['mean']:.{digits}f}" + (f" ± {r['std']:.{digits}f}" if pd.notna(r["std"]) else "")
+
+        lines.append(f"| {labels.get(defense, defense)} | {cell('seconds', 1)} | {cell('peak_rss_mb', 0)} | "
+                     f"{cell('unet_images', 0)} | {cell('frozen_tensors', 0)} | {int(part.n.max())} |")
+    return lines + [""]
 
 
 def _worst_case_block(results: pd.DataFrame, manifest: dict, label: dict[str, str],

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from immunobench.cards import get_card
+from immunobench.diffusion import sample
 from immunobench.runner import RunConfig, Runner
 from immunobench.progress import Progress
 from immunobench.store import Store
@@ -379,3 +380,25 @@ def test_a_cards_explicit_others_are_what_is_generated_scored_recorded_and_repor
     row = tidy[(tidy.table == "accuracy") & (tidy.metric == "others") & (tidy.group == GROUP)
                & (tidy.phase == "after attack") & (tidy.defense == "mima")]
     assert row.images.item() == 2 * len(others)  # eval images × the card's others × one seed
+
+
+def test_each_stage_counts_its_unet_work_and_the_leaderboard_shows_the_defenses_cost(finished):
+    from immunobench.runner import _PeakMemory
+    from leaderboard.report import cost_table
+
+    tmp, runner, run_dir = finished
+    with _PeakMemory("cpu") as usage:  # DDIM with guidance: one call per step, both halves of the batch counted
+        sample(runner.model, ["an artwork of Claude Monet"] * 3, [0, 1, 2], steps=2, batch_size=2)
+    assert (usage.cost["unet_calls"], usage.cost["unet_images"]) == (4, 12)
+
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    mima = next(c for c in manifest["cells"] if c["defense"] == "mima")
+    # MIMA, 2 outer steps on 2 targets with the prior: per step one inner call per target (instance + prior
+    # draw) and one outer call on the merged weights (2 instance + 2 prior draws) = 3 calls, 8 images
+    assert (mima["cost"]["immunize"]["unet_calls"], mima["cost"]["immunize"]["unet_images"]) == (6, 16)
+    assert mima["frozen_tensors"] == 0 and mima["cost"]["attack"]["unet_images"] > 0
+    cost = cost_table(manifest).set_index("metric")
+    assert cost.loc["unet_images", "mean"] == 16 and cost.loc["seconds", "n"] == 1
+    assert "none" not in set(cost_table(manifest).defense)
+    table = (run_dir / "leaderboard.md").read_text()
+    assert "## Cost of immunization" in table and "| 16 | 0 | 1 |" in table
