@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", parents=[common], help="immunize, attack and measure a grid; writes a leaderboard")
     p.add_argument("--task", required=True, help="a task card name (see `immunobench list tasks`) or a card file")
     p.add_argument("--defense", default="mima", type=_csv,
-                   help="comma-separated defenses; the no-defense baseline `none` is always included (default: mima)")
+                   help="comma-separated defenses, or `all` (every registered one); the no-defense baseline `none` "
+                        "is always included (default: mima)")
     p.add_argument("--attack", default=None, type=_csv, help="comma-separated attacks (default: the card's)")
     p.add_argument("--groups", nargs="+", default=[], help="concept groups (default: all of the card's)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (default: 0)")

@@ -220,7 +220,7 @@ class Runner:
         if unknown:
             raise UserError(f"task {cfg.task}: unknown group {unknown[0]!r}; groups: {', '.join(self.card.groups)}")
         self.groups = list(cfg.groups or self.card.groups)
-        self.defenses = ["none"] + [d for d in dict.fromkeys(cfg.defenses) if d != "none"]
+        self.defenses = ["none"] + [d for d in _expand_all(cfg.defenses) if d != "none"]
         self.attacks = list(cfg.attacks or self.card.attacks)
         # self.card stays the card as written (its hash keys the store); the overrides only set these
         effective = _effective_card(self.card, cfg)
@@ -1033,6 +1033,17 @@ class Runner:
 def role_seeds(role: str, count: int, run_seed: int) -> list[int]:
     """The initial-noise seeds of ``count`` images of one role (``SEED_OFFSETS``) under run seed ``run_seed``."""
     return [run_seed * SEED_STRIDE + SEED_OFFSETS[role] + i for i in range(count)]
+
+
+def _expand_all(defenses) -> list[str]:
+    """``all`` stands for every registered defense (built-in and plugins, by name) not named beside it."""
+    from .plugins import DEFENSES
+
+    named = list(dict.fromkeys(defenses))
+    if "all" not in named:
+        return named
+    i = named.index("all")
+    return named[:i] + [d for d in DEFENSES.names() if d not in named] + named[i + 1:]
 
 
 def _summed_cost(costs: list[dict | None]) -> dict:

@@ -402,3 +402,14 @@ def test_each_stage_counts_its_unet_work_and_the_leaderboard_shows_the_defenses_
     assert "none" not in set(cost_table(manifest).defense)
     table = (run_dir / "leaderboard.md").read_text()
     assert "## Cost of immunization" in table and "| 16 | 0 | 1 |" in table
+
+
+def test_all_names_every_registered_defense_once(small_card, tmp_path):
+    from immunobench.plugins import DEFENSES
+
+    every = [d for d in DEFENSES.names() if d != "none"]
+    assert {"mima", "uce", "esd", "gift", "freezeasguard", "random"} <= set(every)
+    runner = Runner(_config(small_card, tmp_path, defenses=("all",)), Progress(False), log=lambda _: None)
+    assert runner.defenses == ["none", *every]
+    runner = Runner(_config(small_card, tmp_path, defenses=("uce", "all")), Progress(False), log=lambda _: None)
+    assert runner.defenses == ["none", "uce", *[d for d in every if d != "uce"]]
