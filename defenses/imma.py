@@ -21,8 +21,9 @@ called "xatten"). Two update rules (``variant``; ``immunobench.bilevel.alternate
 Why ``first_order`` is the default: it is what produced every IMMA number the papers report (the
 benchmark's IMMA row is then the published method), and its lower level tracks the argmin: after k
 iterations the upper step sees a model adapted by k attack steps, while the unroll sees one SGD
-step from the start — for LoRA from B = 0 that step changes W by α·G·AᵀA, a few 1e-4 of the
-gradient, so the unrolled hypergradient is nearly the plain ascent gradient at θ_u. The unroll is
+step from the start — for LoRA from B = 0 that step changes W by −α·G·AᵀA (G the loss gradient
+at W, α = 1e-4, AᵀA of rank r with entries ~1/r), so the unrolled hypergradient is nearly the plain
+ascent gradient at θ_u, an attack-agnostic loss maximization. The unroll is
 the exact gradient of a one-step-lookahead objective (checked against finite differences in
 tests/test_defense_imma.py) and costs a double backward (for ``dreambooth`` through the whole UNet).
 
@@ -136,10 +137,10 @@ class IMMA(Defense):
             released = ad.release()
             per_concept[c] = {f"{k}_loss_first_last": first_last(h) for k, h in history.items()}
         edited = {k: v for k, v in released.items() if not torch.equal(v, base[k])}
-        first, last = per_concept[concepts[0]], per_concept[concepts[-1]]
+        # each run's first and last iterations, averaged over the runs (per run under "per_concept")
+        mean_fl = [sum(p["adapted_loss_first_last"][j] for p in per_concept.values()) / len(concepts) for j in (0, 1)]
         return Immunized(unet=edited, info={
-            "adapted_loss_first_last": [first["adapted_loss_first_last"][0], last["adapted_loss_first_last"][1]],
-            "per_concept": per_concept, "order": concepts, "adaptation": cfg.adaptation, "variant": cfg.variant,
+            "adapted_loss_first_last": mean_fl, "per_concept": per_concept, "order": concepts, "adaptation": cfg.adaptation, "variant": cfg.variant,
             **script, "changed_tensors": len(edited)})
 
 

@@ -276,3 +276,19 @@ def test_ti_binds_the_identifier_on_instance_cards():
 def _view_names():
     return DefenseData(task="relearn-style", group="g", concept_type="style", targets=("van-gogh",),
                        names={"van-gogh": "Van Gogh"}, prompts={"van-gogh": "an artwork of Van Gogh"})
+
+
+def test_unroll_is_one_sgd_step_that_stays_differentiable():
+    """θ' = θ − α∇f(θ) for f = Σθ³: θ' = θ − 3αθ², and d(Σθ')/dθ = 1 − 6αθ through create_graph."""
+    from immunobench.bilevel import unroll
+
+    theta = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    other = torch.tensor([3.0], dtype=torch.float64, requires_grad=True)  # not reached by f: kept as is
+    params = {"theta": theta, "other": other}
+    out = unroll(params, ["theta", "other"], (theta ** 3).sum(), lr=0.1)
+    torch.testing.assert_close(out["theta"], theta - 0.3 * theta ** 2)
+    assert out["other"] is other
+    grad = torch.autograd.grad(out["theta"].sum(), theta)[0]
+    torch.testing.assert_close(grad, 1 - 0.6 * theta.detach())
+    detached = unroll(params, ["theta"], (theta ** 3).sum(), lr=0.1, create_graph=False)
+    torch.testing.assert_close(torch.autograd.grad(detached["theta"].sum(), theta)[0], torch.ones(3, dtype=torch.float64))
