@@ -35,18 +35,22 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 import torch
 from pydantic import Field
 
-from immunobench.diffusion import (
-    concept_rows, diffusion_loss, encode_images, encode_prompts, second_order_attention, select_parameters,
-    token_embeddings,
-)
-from immunobench.merge import MergePlan
+# the objective, its draws and the merge's rows live in immunobench.bilevel (CP shares them); the
+# names this module had stay importable from here
+from immunobench.bilevel import Batch, draw_batch
+from immunobench.bilevel import batch_losses as _losses
+from immunobench.bilevel import merge_plan as _merge_plan
+from immunobench.bilevel import merged_objective as outer_objective
+from immunobench.diffusion import encode_images, encode_prompts, second_order_attention, select_parameters
 from immunobench.plugins import Defense, Immunized, register_defense
+
+__all__ = ["MIMA", "MIMAConfig", "PRESETS", "Batch", "outer_objective", "_losses", "_merge_plan"]
 
 
 @dataclass(frozen=True)
@@ -130,10 +134,7 @@ class MIMA(Defense):
         history = []
 
         def draw(latents, cond):
-            i = torch.randint(0, len(latents), (1,), generator=g)
-            noise = torch.randn(latents[i].shape, generator=g).to(latents)
-            t = torch.randint(0, model.scheduler.config.num_train_timesteps, (1,), generator=g)
-            return Batch(latents[i], cond[i], noise, t)
+            return draw_batch(latents, cond, model.scheduler, g)
 
         with second_order_attention():
             for step in range(cfg.steps):
@@ -155,86 +156,6 @@ class MIMA(Defense):
         return Immunized(unet=edited, info={"outer_loss_first_last": [_mean(history[:10]), _mean(history[-10:])],
                                             "merge": {"ridge": plan.ridge, "cond_q": plan.cond_q, "cond_s": plan.cond_s,
                                                       "duplicate_rows_merged": plan.n_merged, **rows}})
-
-
-@dataclass
-class Batch:
-    """One loss evaluation with its noise and timestep drawn beforehand, so the objective is a pure function."""
-
-    latents: torch.Tensor
-    cond: torch.Tensor
-    noise: torch.Tensor
-    timesteps: torch.Tensor
-
-
-def _losses(unet, scheduler, params, batches: list[Batch]) -> torch.Tensor:
-    """Per-batch losses of several batch-1 draws in one UNet call (each a mean over its own elements,
-    so the same values as one call per draw, up to float reassociation)."""
-    cat = {f: torch.cat([getattr(b, f) for b in batches]) for f in ("latents", "cond", "noise", "timesteps")}
-    return diffusion_loss(unet, cat["latents"], cat["cond"], scheduler, params=params, noise=cat["noise"],
-                          timesteps=cat["timesteps"], reduction="none")
-
-
-def outer_objective(unet, scheduler, theta: dict, lower: list[str], kv: list[str], plan: MergePlan,
-                    batches: list[tuple], cfg: MIMAConfig, stop_gradient: bool = False) -> torch.Tensor:
-    """(1/N) Σ_n [−L(x^u_n; φ) + λ L(prior; φ)], φ = Merge({θ − α_in ∇L_inner,n(θ)}), differentiable in θ.
-
-    ``batches`` holds per concept (inner, inner prior, outer, outer prior); priors may be None.
-    Each concept's inner loss (instance + prior) is one UNet call; the outer losses of all concepts
-    share φ and are one call of batch ≤ 2N (measured: benchmarks/results/bench_mima.json).
-    ``stop_gradient=True`` is the released code's gradient, kept for comparison: the merged
-    weights are used as values but the gradient reaches θ as if φ were θ (copied under no_grad).
-    """
-    adapted = []
-    for inner, inner_prior, _, _ in batches:
-        draws = [inner] + ([inner_prior] if inner_prior is not None else [])
-        per = _losses(unet, scheduler, theta, draws)
-        loss = per[0] + (cfg.prior_weight * per[1] if inner_prior is not None else 0.0)
-        grads = torch.autograd.grad(loss, [theta[k] for k in lower], create_graph=not stop_gradient)
-        adapted.append({k: theta[k] - cfg.inner_lr * gk for k, gk in zip(lower, grads)})
-    phi = dict(theta)
-    for k in lower:
-        if k in kv:
-            phi[k] = plan.merge_linear(theta[k], [a[k] for a in adapted])
-        else:
-            phi[k] = torch.stack([a[k] for a in adapted]).mean(0)
-        if stop_gradient:
-            phi[k] = theta[k] + (phi[k] - theta[k]).detach()
-    outer = [b[2] for b in batches]
-    priors = [b[3] for b in batches if b[3] is not None]
-    per = _losses(unet, scheduler, phi, outer + priors)
-    total = -per[: len(outer)].sum() + cfg.prior_weight * per[len(outer):].sum()
-    return total / len(batches)
-
-
-def _merge_plan(model, concepts, data, cfg: MIMAConfig) -> tuple[MergePlan, dict]:
-    """C: per target, its own token rows in its defense prompt (or every row, ``merge_rows="prompt"``)
-    and the rows of its bare name; C_reg: the regularization prompt and the first
-    ``cfg.regularization_captions`` generic captions of the view → (plan, row counts for the record)."""
-    import warnings
-
-    from immunobench.merge import MergeConditioningWarning
-
-    C_list = []
-    for c in concepts:
-        prompt, name = data.prompts[c], data.names[c]
-        in_prompt = concept_rows(model, prompt, name) if cfg.merge_rows == "concept" else token_embeddings(model, [prompt])[0]
-        C_list.append(torch.cat([in_prompt, token_embeddings(model, [name])[0]]).double())
-    reg_prompts = sorted(set(data.regularization.prompts)) if data.regularization is not None else [data.regularization_prompt]
-    captions = list(data.captions[: cfg.regularization_captions])
-    C_reg = torch.cat(token_embeddings(model, reg_prompts + captions)).double()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", MergeConditioningWarning)  # its numbers land in the report instead
-        plan = MergePlan.build(C_list, C_reg, ridge_rel=cfg.ridge_rel)
-    rows = {"c_rows": sum(len(C) for C in C_list), "c_reg_rows": len(C_reg), "c_reg_captions": len(captions),
-            "c_reg_prompts": reg_prompts}
-    return _as_dtype(plan, model.unet.dtype), rows
-
-
-def _as_dtype(plan: MergePlan, dtype: torch.dtype) -> MergePlan:
-    """Solve in float64, apply in the model's dtype."""
-    return replace(plan, P=plan.P.to(dtype), C=plan.C.to(dtype), C_unique=plan.C_unique.to(dtype),
-                   counts=plan.counts.to(dtype))
 
 
 def _mean(xs):
