@@ -57,6 +57,9 @@ class Defense:
     # Per (backbone, task kind) config overrides: keys "kind", "backbone", "backbone/kind".
     presets: ClassVar[dict[str, dict]] = {}
     needs_regularization: ClassVar[bool] = False  # the runner then generates the card's regularization set
+    # publishes frozen tensors (Immunized.constraints): the grid then also attacks it without them, as
+    # ``<name>/unconstrained`` (what an attacker who holds the weights does)
+    publishes_constraints: ClassVar[bool] = False
     progress: Any = None  # the runner sets a Progress here; None = quiet
 
     def immunize(self, model: "Backbone", data: "DefenseData", cfg: Any) -> Immunized:

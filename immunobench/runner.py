@@ -221,17 +221,19 @@ class Runner:
             raise UserError(f"task {cfg.task}: unknown group {unknown[0]!r}; groups: {', '.join(self.card.groups)}")
         self.groups = list(cfg.groups or self.card.groups)
         self.defenses = ["none"] + [d for d in _expand_all(cfg.defenses) if d != "none"]
+        for name in self.defenses:
+            get_defense(name)  # unknown names fail before any work
+        self.defenses = [row for d in self.defenses for row in
+                         ([d, d + UNCONSTRAINED] if get_defense(d).publishes_constraints else [d])]
         self.attacks = list(cfg.attacks or self.card.attacks)
         # self.card stays the card as written (its hash keys the store); the overrides only set these
         effective = _effective_card(self.card, cfg)
         self.report_step = effective.report_step
         self.checkpoints = list(effective.checkpoints)
         self.eval_images = effective.data.eval_images
-        for name in self.defenses:
-            get_defense(name)  # unknown names fail before any work
         for name in self.attacks:
             get_attack(name)
-        plugins = {*self.defenses, *self.attacks, self.card.start_model.defense}
+        plugins = {*map(_defense_plugin, self.defenses), *self.attacks, self.card.start_model.defense}
         unknown = sorted(set(cfg.overrides) - plugins)
         if unknown:
             raise UserError(f"--set {unknown[0]}.…: {unknown[0]!r} is not a plugin of this run ({', '.join(sorted(p for p in plugins if p))})")
@@ -434,7 +436,7 @@ class Runner:
                 data.references[c] = x
                 keys["references"].append(k)
         reg = self.card.regularization
-        if any(get_defense(d).needs_regularization for d in self.defenses):
+        if any(get_defense(_defense_plugin(d)).needs_regularization for d in self.defenses):
             sets = []
             for prompt in dict.fromkeys(group.class_prompt(c) for c in group.targets):
                 k, x = self.images(prompt, "regularization", reg.images, seed)
@@ -488,6 +490,7 @@ class Runner:
 
         if defense == "none":
             return start_key, start, Constraints()
+        unconstrained, defense = defense.endswith(UNCONSTRAINED), _defense_plugin(defense)
         cls = get_defense(defense)
         cfg = self.plugin_config(defense)
         if "seed" in _config_dict(cfg):
@@ -505,7 +508,8 @@ class Runner:
 
         art = self._ensure("immunize", key, compute)
         immunized = start.with_weights(unet=art.tensors("unet"), text_encoder=art.tensors("text_encoder"))
-        return key, immunized, Constraints(frozenset(art.meta.get("frozen", [])))
+        # the same immunized model; its twin row is attacked by someone who ignores the frozen set
+        return key, immunized, Constraints(frozenset() if unconstrained else frozenset(art.meta.get("frozen", [])))
 
     def defense_view(self, group: ConceptGroup, data: TaskData):
         """What a defense gets (``data.DefenseData``): its targets' defense split and the regularization data."""
@@ -770,7 +774,9 @@ class Runner:
                                 cell_rows = cell_rows + self.paired(images_key, images, *baseline, concepts=group.scored,
                                                                     step=variant.report_step)
                         except _Missing:
-                            self._plan.cells.append((group_name, seed, attack, defense, variant.label))
+                            base = (group_name, seed, attack, _defense_plugin(defense), variant.label)
+                            if base not in self._plan.cells:  # a twin row runs in its base row's job
+                                self._plan.cells.append((group_name, seed, attack, defense, variant.label))
                             continue
                         except (UserError, KeyboardInterrupt):
                             raise
@@ -783,7 +789,8 @@ class Runner:
                                            "attack_config": variant.label, "seed": seed,
                                            "targets": list(group.targets), "model_key": mkey, "attack_key": akey,
                                            "frozen_tensors": len(self.store.get(mkey).meta.get("frozen", []))
-                                           if defense != "none" and self.store.has(mkey) else 0,
+                                           if defense != "none" and not defense.endswith(UNCONSTRAINED)
+                                           and self.store.has(mkey) else 0,
                                            **({"alone_keys": alone_keys} if alone_keys else {}),
                                            **({"selection_key": self._selection_keys[akey]} if self.sweeping else {}),
                                            "references": dict(zip(group.scored, data_keys["references"])),
@@ -840,7 +847,10 @@ class Runner:
             group = self.card.group(group_name)
             start_key, start = self.start_model(group)
             data, data_keys = self.task_data(group, seed)
-            self.cell(group, seed, attack, defense, start_key, start, data, data_keys, self._variant(attack, label))
+            # the row attacked without the constraint follows in this job: it shares the immunized model
+            rows = [defense] + ([defense + UNCONSTRAINED] if defense + UNCONSTRAINED in self.defenses else [])
+            for row in rows:
+                self.cell(group, seed, attack, row, start_key, start, data, data_keys, self._variant(attack, label))
         else:
             raise ValueError(f"unknown job {kind!r}")
 
@@ -916,7 +926,8 @@ class Runner:
 
     def _plugins(self) -> list[tuple[str, type]]:
         start = self.card.start_model.defense
-        return ([(d, get_defense(d)) for d in self.defenses] + [(a, get_attack(a)) for a in self.attacks]
+        defenses = dict.fromkeys(map(_defense_plugin, self.defenses))
+        return ([(d, get_defense(d)) for d in defenses] + [(a, get_attack(a)) for a in self.attacks]
                 + ([(start, get_defense(start))] if start else []))
 
     def _count_stages(self) -> int:
@@ -1033,6 +1044,14 @@ class Runner:
 def role_seeds(role: str, count: int, run_seed: int) -> list[int]:
     """The initial-noise seeds of ``count`` images of one role (``SEED_OFFSETS``) under run seed ``run_seed``."""
     return [run_seed * SEED_STRIDE + SEED_OFFSETS[role] + i for i in range(count)]
+
+
+UNCONSTRAINED = "/unconstrained"  # the row of a constraint-publishing defense attacked without its constraint
+
+
+def _defense_plugin(row: str) -> str:
+    """The plugin behind a defense row: ``freezeasguard/unconstrained`` → ``freezeasguard``."""
+    return row.removesuffix(UNCONSTRAINED)
 
 
 def _expand_all(defenses) -> list[str]:

@@ -102,6 +102,10 @@ def plugin_labels(manifest: dict) -> dict[str, str]:
         notes = [f"{', '.join(presets)} preset{'s' if len(presets) > 1 else ''}"] if presets else []
         notes += ["--set"] if info.get("overrides") else []
         labels[name] = f"{name} [{', '.join(notes)}]" if notes else name
+    for row in manifest.get("resolved", {}).get("defenses", []):  # runner.UNCONSTRAINED twins
+        base, _, twin = row.partition("/")
+        if twin == "unconstrained":
+            labels[row] = f"{labels.get(base, base)} attacked without its constraint"
     return labels
 
 
@@ -351,7 +355,7 @@ def cost_table(manifest: dict) -> pd.DataFrame:
     per_model: dict[str, tuple[str, dict, int]] = {}
     for cell in manifest.get("cells", []):
         cost = (cell.get("cost") or {}).get("immunize")
-        if cell["defense"] != "none" and cost:
+        if cell["defense"] != "none" and "/" not in cell["defense"] and cost:  # a twin row shares its model
             per_model[cell["model_key"]] = (cell["defense"], cost, cell.get("frozen_tensors", 0))
     rows = []
     for defense in dict.fromkeys(d for d, _, _ in per_model.values()):

@@ -409,7 +409,33 @@ def test_all_names_every_registered_defense_once(small_card, tmp_path):
 
     every = [d for d in DEFENSES.names() if d != "none"]
     assert {"mima", "uce", "esd", "gift", "freezeasguard", "random"} <= set(every)
+    def rows(names):  # a defense that publishes a frozen set is also attacked without it
+        return [r for d in names for r in ([d, d + "/unconstrained"] if d == "freezeasguard" else [d])]
+
     runner = Runner(_config(small_card, tmp_path, defenses=("all",)), Progress(False), log=lambda _: None)
-    assert runner.defenses == ["none", *every]
+    assert runner.defenses == ["none", *rows(every)]
     runner = Runner(_config(small_card, tmp_path, defenses=("uce", "all")), Progress(False), log=lambda _: None)
-    assert runner.defenses == ["none", "uce", *[d for d in every if d != "uce"]]
+    assert runner.defenses == ["none", "uce", *rows(d for d in every if d != "uce")]
+
+
+def test_a_constraint_publishing_defense_is_also_attacked_without_its_constraint(finished, small_card):
+    tmp, _, _ = finished
+    fag = {"steps": 2, "user_steps": 1, "batch_size": 2, "finetune_steps": 1, "finetune_batch_size": 2,
+           "freeze_ratio": 0.6, "c_sparsity": 300.0, "init": "code"}  # code: U(0, 1), all frozen at first
+    cfg = RunConfig(task=str(small_card), defenses=("freezeasguard",), groups=(GROUP,), model="tiny-sd",
+                    out=str(tmp / "runs"), store=str(tmp / "store"), name="fag", sample_steps=2,
+                    overrides={"freezeasguard": fag})
+    runner = Runner(cfg, Progress(False), log=lambda _: None)
+    assert runner.defenses == ["none", "freezeasguard", "freezeasguard/unconstrained"]
+    run_dir = runner.run()
+    assert not runner.failures
+    assert runner.stats["computed"]["immunize"]["count"] == 1  # one immunized model for both rows
+    cells = {c["defense"]: c for c in runner.cells}
+    constrained, free = cells["freezeasguard"], cells["freezeasguard/unconstrained"]
+    assert constrained["model_key"] == free["model_key"] and constrained["attack_key"] != free["attack_key"]
+    frozen = runner.store.get(constrained["model_key"]).meta["frozen"]
+    assert constrained["frozen_tensors"] == len(frozen) > 0 and free["frozen_tensors"] == 0
+    rows = pd.read_parquet(run_dir / "results.parquet")
+    assert {"freezeasguard", "freezeasguard/unconstrained"} <= set(rows[rows.metric == "MSGR/C"].defense)
+    table = (run_dir / "leaderboard.md").read_text()
+    assert "attacked without its constraint" in table and f"| {len(frozen)} | 1 |" in table
