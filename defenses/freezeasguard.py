@@ -66,6 +66,7 @@ from pydantic import Field
 
 from immunobench.diffusion import diffusion_loss, encode_images, encode_prompts
 from immunobench.finetune import Batches
+from immunobench import bilevel
 from immunobench.plugins import Constraints, Defense, Immunized, register_defense
 
 
@@ -103,13 +104,9 @@ class FreezeAsGuardConfig:
 
 
 @dataclass
-class Batch:
+class Batch(bilevel.Batch):
     """Target and innocent images of one step, with their noise and timesteps drawn beforehand."""
 
-    latents: torch.Tensor
-    cond: torch.Tensor
-    noise: torch.Tensor
-    timesteps: torch.Tensor
     n_target: int  # the first n_target rows are the targets', the rest innocent
 
 
