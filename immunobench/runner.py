@@ -131,6 +131,7 @@ class _Missing(Exception):
 class _Plan:
     images: dict = field(default_factory=dict)  # image key → (prompt, role, count, seed)
     starts: dict = field(default_factory=dict)  # start key → group name
+    immunizations: dict = field(default_factory=dict)  # (group, seed, defense) → None, ordered
     cells: list = field(default_factory=list)  # (group, seed, attack, defense, variant label)
 
 
@@ -773,7 +774,9 @@ class Runner:
                             elif baseline is not None and self._plan is None:
                                 cell_rows = cell_rows + self.paired(images_key, images, *baseline, concepts=group.scored,
                                                                     step=variant.report_step)
-                        except _Missing:
+                        except _Missing as missing:
+                            if missing.args[0] == "immunize":  # its own job first: cells of several attacks share it
+                                self._plan.immunizations[(group_name, seed, _defense_plugin(defense))] = None
                             base = (group_name, seed, attack, _defense_plugin(defense), variant.label)
                             if base not in self._plan.cells:  # a twin row runs in its base row's job
                                 self._plan.cells.append((group_name, seed, attack, defense, variant.label))
@@ -836,12 +839,19 @@ class Runner:
         return mkey, akey, images, rows, alone_keys
 
     def run_job(self, job: tuple) -> None:
-        """A worker's unit of work (see ``immunobench.parallel``): one image set, start model or cell."""
+        """A worker's unit of work (see ``immunobench.parallel``): one image set, start model, immunization
+        (before the cells that share it, so workers do not compute it twice) or cell."""
         kind, *args = job
         if kind == "images":
             self.images(*args)
         elif kind == "start":
             self.start_model(self.card.group(args[0]))
+        elif kind == "immunize":
+            group_name, seed, defense = args
+            group = self.card.group(group_name)
+            start_key, start = self.start_model(group)
+            data, data_keys = self.task_data(group, seed)
+            self.immunize(defense, group, seed, start_key, start, data, data_keys)
         elif kind == "cell":
             group_name, seed, attack, defense, label = args
             group = self.card.group(group_name)
@@ -870,15 +880,16 @@ class Runner:
             self._plan = None
             self.stats["cached"], self.keys = {}, {}  # the final walk counts them, once
         self.phases["plan"] = round(time.time() - started, 1)
-        jobs = len(plan.images) + len(plan.starts) + len(plan.cells)
+        jobs = len(plan.images) + len(plan.starts) + len(plan.immunizations) + len(plan.cells)
         workers = parallel.worker_count(self.cfg.workers, self.cfg.device, jobs)
         portable, why = self._portable_plugins()
         if jobs == 0 or workers <= 1 or not portable:
             if jobs and workers > 1:
                 self.log(f"computing in this process: {why}")
             return
-        self.log(f"computing {len(plan.images)} image set(s), {len(plan.starts)} start model(s) and "
-                 f"{len(plan.cells)} cell(s) in {workers} worker processes, one thread each")
+        self.log(f"computing {len(plan.images)} image set(s), {len(plan.starts)} start model(s), "
+                 f"{len(plan.immunizations)} immunization(s) and {len(plan.cells)} cell(s) in {workers} worker "
+                 "processes, one thread each")
         started = time.time()
         def weight(cell) -> int:  # bigger groups, longer budgets and immunized cells first, for a short tail
             group, checkpoints = self.card.groups[cell[0]], self._variant(cell[2], cell[4]).checkpoints
@@ -888,6 +899,7 @@ class Runner:
         phases = [("sample images", [("images", *job) for job in plan.images.values()],
                    [job[2] for job in plan.images.values()]),
                   ("start models", [("start", name) for name in plan.starts.values()], [1] * len(plan.starts)),
+                  ("immunize", [("immunize", *job) for job in plan.immunizations], [1] * len(plan.immunizations)),
                   ("cells", [("cell", *c) for c in plan.cells], [weight(c) for c in plan.cells])]
 
         def collect(result: dict) -> None:

@@ -439,3 +439,15 @@ def test_a_constraint_publishing_defense_is_also_attacked_without_its_constraint
     assert {"freezeasguard", "freezeasguard/unconstrained"} <= set(rows[rows.metric == "MSGR/C"].defense)
     table = (run_dir / "leaderboard.md").read_text()
     assert "attacked without its constraint" in table and f"| {len(frozen)} | 1 |" in table
+
+
+def test_workers_immunize_once_for_the_cells_of_several_attacks(small_card, tmp_path):
+    cfg = RunConfig(task=str(small_card), defenses=("mima",), attacks=("lora", "full_ft"), groups=(GROUP,),
+                    model="tiny-sd", out=str(tmp_path / "runs"), store=str(tmp_path / "store"), sample_steps=2,
+                    workers=2, overrides={"mima": {"steps": 2}})
+    runner = Runner(cfg, Progress(False), log=lambda _: None)
+    runner.run()
+    assert not runner.failures and runner.workers == 2
+    # the immunization is its own job before the two mima cells, which would otherwise race to compute it
+    assert runner.stats["computed"]["immunize"]["count"] == 1
+    assert runner.stats["computed"]["attack"]["count"] == 4
