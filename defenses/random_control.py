@@ -35,12 +35,14 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import AfterValidator
 
 from immunobench.config import task_kinds, validate
 from immunobench.defenses.mima import MIMA, MIMAConfig
+from immunobench.errors import ConfigError
 from immunobench.plugins import Defense, Immunized, register_defense, resolve_config
 
 
@@ -49,9 +51,19 @@ def _mima_digest() -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:8]
 
 
+def _checked_mima(overrides: dict[str, Any]) -> dict[str, Any]:
+    """A typo in the overrides fails when the config is built, naming the field, not mid-grid; values are
+    coerced ("1e-3" → 0.001), so one config has one store key."""
+    checked = validate(MIMAConfig, overrides, "defense mima (random.mima)", lambda n, v: f"random.mima.{n}={v!r}")
+    if "seed" in checked:
+        raise ConfigError("random.mima.seed: MIMA runs with this control's seed; set random.seed (the runner "
+                          "sets it per cell)")
+    return checked
+
+
 @dataclass(frozen=True)
 class RandomConfig:
-    mima: dict[str, Any] = field(default_factory=dict, metadata={
+    mima: Annotated[dict[str, Any], AfterValidator(_checked_mima)] = field(default_factory=dict, metadata={
         "help": "overrides of MIMA's config (its defaults and presets apply first), e.g. {steps: 100}"})
     task_kind: Literal["relearn", "personalization"] = field(default="relearn", metadata={
         "help": "whose MIMA presets apply; set per task kind by this plugin's presets"})
@@ -60,13 +72,6 @@ class RandomConfig:
     seed: int = field(default=0, metadata={
         "help": "seed of MIMA's run and of the noise (the runner sets it per cell)"})
 
-    def __post_init__(self):
-        # a typo in the overrides fails when the config is built, naming the field, not mid-grid
-        checked = validate(MIMAConfig, self.mima, "defense mima (random.mima)", lambda n, v: f"random.mima.{n}={v!r}")
-        object.__setattr__(self, "mima", checked)  # coerced ("1e-3" → 0.001): one store key per config
-        if "seed" in self.mima:
-            raise ValueError("random.mima.seed: MIMA runs with this control's seed; set random.seed (the runner "
-                             "sets it per cell)")
 
 
 @register_defense("random")

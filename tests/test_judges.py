@@ -200,7 +200,7 @@ def test_preprocess_resizes_the_shorter_side_then_centre_crops():
 
 
 def test_input_range_contract():
-    ok = torch.rand(2, 3, 8, 8) * 2 - 1
+    ok = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
     assert check_images(ok) is not None
     with pytest.raises(ValueError, match=r"\[-1, 1\]"):
         check_images(ok * 127.5 + 127.5)  # [0, 255]
@@ -208,8 +208,8 @@ def test_input_range_contract():
         check_images((ok * 127 + 128).to(torch.uint8))
     with pytest.raises(ValueError, match="shape"):
         check_images(ok[:, :1])
-    with pytest.raises(ValueError):
-        check_images(ok * 1.02)
+    with pytest.raises(ValueError):  # just past the tolerance (an unseeded rand made this flaky)
+        check_images(torch.full((1, 3, 8, 8), 1.02))
     with pytest.warns(RangeWarning, match=r"\[0, 1\]"):
         check_images((ok + 1) / 2)  # the IMMA mistake: [0, 1] data into a [-1, 1] contract
     import warnings
