@@ -166,6 +166,14 @@ def _check_config(label: str, plugin_cls: type) -> None:
         _PRESETS_TO_CHECK.append((label, plugin_cls))
 
 
+UNCONSTRAINED = "/unconstrained"  # the row of a constraint-publishing defense attacked without its constraint
+
+
+def defense_plugin(row: str) -> str:
+    """The plugin behind a defense row of a run: ``freezeasguard/unconstrained`` → ``freezeasguard``."""
+    return row.removesuffix(UNCONSTRAINED)
+
+
 DEFENSES = Registry("defense", Defense, check=_check_config)
 ATTACKS = Registry("attack", Attack, check=_check_config)
 METRICS = Registry("metric", (Similarity, Classifier), check=_check_config)

@@ -63,7 +63,9 @@ from .data import ConceptImages, TaskData, defense_view, start_model_view
 from .config import Resolved
 from .diffusion import sample
 from .errors import UserError, describe_failure
-from .plugins import SIMILARITY_ROLES, get_attack, get_defense, get_metric, judges_for, resolve_config
+from .plugins import (
+    SIMILARITY_ROLES, UNCONSTRAINED, defense_plugin, get_attack, get_defense, get_metric, judges_for, resolve_config,
+)
 from .progress import Progress
 from .store import (
     DEFAULT_STORE, IMAGE_SETS_FORMAT, ImageKey, Store, artifact_key, canonical, image_sets_artifact, read_image_sets,
@@ -234,7 +236,7 @@ class Runner:
         self.eval_images = effective.data.eval_images
         for name in self.attacks:
             get_attack(name)
-        plugins = {*map(_defense_plugin, self.defenses), *self.attacks, self.card.start_model.defense}
+        plugins = {*map(defense_plugin, self.defenses), *self.attacks, self.card.start_model.defense}
         unknown = sorted(set(cfg.overrides) - plugins)
         if unknown:
             raise UserError(f"--set {unknown[0]}.…: {unknown[0]!r} is not a plugin of this run ({', '.join(sorted(p for p in plugins if p))})")
@@ -437,7 +439,7 @@ class Runner:
                 data.references[c] = x
                 keys["references"].append(k)
         reg = self.card.regularization
-        if any(get_defense(_defense_plugin(d)).needs_regularization for d in self.defenses):
+        if any(get_defense(defense_plugin(d)).needs_regularization for d in self.defenses):
             sets = []
             for prompt in dict.fromkeys(group.class_prompt(c) for c in group.targets):
                 k, x = self.images(prompt, "regularization", reg.images, seed)
@@ -491,7 +493,7 @@ class Runner:
 
         if defense == "none":
             return start_key, start, Constraints()
-        unconstrained, defense = defense.endswith(UNCONSTRAINED), _defense_plugin(defense)
+        unconstrained, defense = defense.endswith(UNCONSTRAINED), defense_plugin(defense)
         cls = get_defense(defense)
         cfg = self.plugin_config(defense)
         if "seed" in _config_dict(cfg):
@@ -776,8 +778,8 @@ class Runner:
                                                                     step=variant.report_step)
                         except _Missing as missing:
                             if missing.args[0] == "immunize":  # its own job first: cells of several attacks share it
-                                self._plan.immunizations[(group_name, seed, _defense_plugin(defense))] = None
-                            base = (group_name, seed, attack, _defense_plugin(defense), variant.label)
+                                self._plan.immunizations[(group_name, seed, defense_plugin(defense))] = None
+                            base = (group_name, seed, attack, defense_plugin(defense), variant.label)
                             if base not in self._plan.cells:  # a twin row runs in its base row's job
                                 self._plan.cells.append((group_name, seed, attack, defense, variant.label))
                             continue
@@ -938,7 +940,7 @@ class Runner:
 
     def _plugins(self) -> list[tuple[str, type]]:
         start = self.card.start_model.defense
-        defenses = dict.fromkeys(map(_defense_plugin, self.defenses))
+        defenses = dict.fromkeys(map(defense_plugin, self.defenses))
         return ([(d, get_defense(d)) for d in defenses] + [(a, get_attack(a)) for a in self.attacks]
                 + ([(start, get_defense(start))] if start else []))
 
@@ -1056,14 +1058,6 @@ class Runner:
 def role_seeds(role: str, count: int, run_seed: int) -> list[int]:
     """The initial-noise seeds of ``count`` images of one role (``SEED_OFFSETS``) under run seed ``run_seed``."""
     return [run_seed * SEED_STRIDE + SEED_OFFSETS[role] + i for i in range(count)]
-
-
-UNCONSTRAINED = "/unconstrained"  # the row of a constraint-publishing defense attacked without its constraint
-
-
-def _defense_plugin(row: str) -> str:
-    """The plugin behind a defense row: ``freezeasguard/unconstrained`` → ``freezeasguard``."""
-    return row.removesuffix(UNCONSTRAINED)
 
 
 def _expand_all(defenses) -> list[str]:

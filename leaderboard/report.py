@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from immunobench.metrics.scores import MEMORIZATION_ROLES, wilson_interval
-from immunobench.plugins import SIMILARITY_ROLES, metric_label
+from immunobench.plugins import SIMILARITY_ROLES, UNCONSTRAINED, defense_plugin, metric_label
 
 from .results import MEAN_OVER_ATTACKS, run_similarity_judges
 from .worst_case import FIGURES, sweep_choices, sweep_points, worst_case_figures
@@ -102,9 +102,9 @@ def plugin_labels(manifest: dict) -> dict[str, str]:
         notes = [f"{', '.join(presets)} preset{'s' if len(presets) > 1 else ''}"] if presets else []
         notes += ["--set"] if info.get("overrides") else []
         labels[name] = f"{name} [{', '.join(notes)}]" if notes else name
-    for row in manifest.get("resolved", {}).get("defenses", []):  # runner.UNCONSTRAINED twins
-        base, _, twin = row.partition("/")
-        if twin == "unconstrained":
+    for row in manifest.get("resolved", {}).get("defenses", []):
+        if row.endswith(UNCONSTRAINED):
+            base = defense_plugin(row)
             labels[row] = f"{labels.get(base, base)} attacked without its constraint"
     return labels
 
@@ -355,7 +355,7 @@ def cost_table(manifest: dict) -> pd.DataFrame:
     per_model: dict[str, tuple[str, dict, int]] = {}
     for cell in manifest.get("cells", []):
         cost = (cell.get("cost") or {}).get("immunize")
-        if cell["defense"] != "none" and "/" not in cell["defense"] and cost:  # a twin row shares its model
+        if cell["defense"] != "none" and not cell["defense"].endswith(UNCONSTRAINED) and cost:  # a twin shares its model
             per_model[cell["model_key"]] = (cell["defense"], cost, cell.get("frozen_tensors", 0))
     rows = []
     for defense in dict.fromkeys(d for d, _, _ in per_model.values()):
