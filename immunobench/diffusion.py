@@ -186,27 +186,16 @@ def sample(
     batch_size: int = 8,
     on_batch: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
-    """Deterministic DDIM (η = 0) with classifier-free guidance → images in [-1, 1], (N, 3, H, W), CPU."""
-    from diffusers import DDIMScheduler
-
+    """Deterministic DDIM (η = 0) with classifier-free guidance → images in [-1, 1], (N, 3, H, W), CPU:
+    ``partial_sample`` run to the last step, ``batch_size`` images at a time, decoded."""
     if len(prompts) != len(seeds):
         raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one seed per image")
     steps = steps or backbone.spec.sample_steps
-    guidance_scale = backbone.spec.guidance_scale if guidance_scale is None else guidance_scale
-    config = dict(backbone.scheduler.config)
-    extra = {} if "set_alpha_to_one" in config else {"set_alpha_to_one": False}  # as SD's pipelines
     out = []
     for start in range(0, len(prompts), batch_size):
         chunk = list(prompts[start : start + batch_size])
-        scheduler = DDIMScheduler.from_config(config, **extra)
-        scheduler.set_timesteps(steps)
-        latents = initial_latents(backbone, seeds[start : start + batch_size]) * scheduler.init_noise_sigma
-        cond = torch.cat([encode_prompts(backbone, [negative_prompt] * len(chunk)), encode_prompts(backbone, chunk)])
-        for t in scheduler.timesteps:
-            model_in = scheduler.scale_model_input(torch.cat([latents, latents]), t)
-            eps_uncond, eps_cond = call_with(backbone.unet, params, model_in, t, encoder_hidden_states=cond).sample.chunk(2)
-            eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
-            latents = scheduler.step(eps, t, latents).prev_sample
+        latents, _ = partial_sample(backbone, chunk, seeds[start : start + batch_size], steps, steps=steps,
+                                    guidance_scale=guidance_scale, negative_prompt=negative_prompt, params=params)
         out.append(decode_latents(backbone, latents).float().cpu())
         if on_batch is not None:
             on_batch(len(chunk))
@@ -227,8 +216,8 @@ def partial_sample(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Latents after the first ``done`` of ``steps`` steps of ``sample``'s DDIM (η = 0, classifier-free
     guidance) and the timestep they sit at: ``(x_t, t)``, t = the schedule's ``done``-th timestep (0 once
-    every step is done). Same seeded noise and arithmetic as ``sample``: ``done=0`` is the seeds' noise,
-    ``done=steps`` decodes to ``sample``'s images. One batch, latents on the model's device and dtype.
+    every step is done). ``sample`` runs it to the end: ``done=0`` is the seeds' noise, ``done=steps``
+    decodes to ``sample``'s images. One batch, latents on the model's device and dtype.
     (ESD trains on x_t drawn this way; ``utils/sd_utils.py`` of rohitgandikota/erasing stops the pipeline
     loop at ``run_till_timestep``.)"""
     from diffusers import DDIMScheduler
@@ -240,7 +229,7 @@ def partial_sample(
         raise ValueError(f"done must lie in [0, steps={steps}], got {done}")
     guidance_scale = backbone.spec.guidance_scale if guidance_scale is None else guidance_scale
     config = dict(backbone.scheduler.config)
-    extra = {} if "set_alpha_to_one" in config else {"set_alpha_to_one": False}  # as sample()
+    extra = {} if "set_alpha_to_one" in config else {"set_alpha_to_one": False}  # as SD's pipelines
     scheduler = DDIMScheduler.from_config(config, **extra)
     scheduler.set_timesteps(steps)
     latents = initial_latents(backbone, seeds) * scheduler.init_noise_sigma
