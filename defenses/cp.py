@@ -103,9 +103,14 @@ class CP(Defense):
         opt = torch.optim.AdamW(kv.values(), lr=cfg.outer_lr, weight_decay=cfg.weight_decay)
         task = self.progress.task(f"cp {data.group}", total=cfg.steps) if self.progress else None
         history = []
+        snapshot = self.loop_snapshot()
+        state = {"kv": kv, "optimizer": opt, "generator": g, "history": history}
+        done = snapshot.restore(state)
+        if task and done:
+            task.advance(done)
         unet.train()
         with second_order_attention():
-            for step in range(cfg.steps):
+            for step in range(done, cfg.steps):
                 # per concept: (inner, inner prior, outer, outer prior) draws
                 batches = [(draw_batch(*inst[c], model.scheduler, g), draw_batch(*prior, model.scheduler, g) if with_prior else None,
                             draw_batch(*inst[c], model.scheduler, g), draw_batch(*prior, model.scheduler, g) if with_prior else None)
@@ -118,6 +123,7 @@ class CP(Defense):
                 torch.nn.utils.clip_grad_norm_(list(kv.values()), cfg.max_grad_norm)
                 opt.step()
                 history.append(float(outer.detach()))
+                snapshot.save(step + 1, state)
                 if task:
                     task.advance(loss=history[-1])
         unet.eval()

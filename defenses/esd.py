@@ -105,7 +105,12 @@ class ESD(Defense):
         task = self.progress.task(f"esd {data.group}", total=cfg.iterations) if self.progress else None
         unet.train()
         history = []
-        for step in range(cfg.iterations):
+        snapshot = self.loop_snapshot()
+        state = {"trained": trained, "optimizer": opt, "generator": g, "history": history}
+        done = snapshot.restore(state)
+        if task and done:
+            task.advance(done)
+        for step in range(done, cfg.iterations):
             i = step % len(texts)  # cycle over the group's targets
             k = int(torch.randint(0, cfg.ddim_steps, (1,), generator=g))
             seed = int(torch.randint(0, 2**31 - 1, (1,), generator=g))
@@ -123,6 +128,7 @@ class ESD(Defense):
             loss.backward()
             opt.step()
             history.append(float(loss.detach()))
+            snapshot.save(step + 1, state)
             if task:
                 task.advance(loss=history[-1])
         unet.eval()

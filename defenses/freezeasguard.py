@@ -59,7 +59,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated, Callable, Literal
 
 import torch
 from pydantic import Field
@@ -214,21 +214,38 @@ class FreezeAsGuard(Defense):
         total = cfg.finetune_steps + cfg.steps * (cfg.user_steps + 1)
         task = self.progress.task(f"freezeasguard {data.group}", total=total) if self.progress else None
 
-        ft, ft_losses = finetune(unet, model.scheduler, pre, domains, cfg, task)
-        x = _initial_logits(len(pre), cfg.init, g).to(next(iter(pre.values())).device)
-        history = []
-        for _ in range(cfg.steps):
+        ft, opt = finetune_start(pre, cfg)
+        ft_losses, history, logits = [], [], {}
+        # one step count over both phases: θ_ft's fine-tuning steps, then the mask's outer steps
+        snapshot = self.loop_snapshot()
+        state = {"ft": ft, "finetune_optimizer": opt, "finetune_losses": ft_losses, "logits": logits,
+                 "history": history, "generator": g, "orders": domains.order}
+        done = snapshot.restore(state)
+        if task and done:
+            task.advance(min(done, cfg.finetune_steps) + max(done - cfg.finetune_steps, 0) * (cfg.user_steps + 1))
+
+        def save(step: int) -> None:
+            snapshot.save(step, state)
+
+        finetune(unet, model.scheduler, ft, opt, domains, cfg, ft_losses, start=min(done, cfg.finetune_steps),
+                 task=task, save=save)
+        ft = {n: t.detach() for n, t in ft.items()}  # the user steps below update these (and so the snapshot's)
+        if "x" not in logits:
+            logits["x"] = _initial_logits(len(pre), cfg.init, g).to(next(iter(pre.values())).device)
+        for k in range(max(done - cfg.finetune_steps, 0), cfg.steps):
+            x = logits["x"]
             for _ in range(cfg.user_steps):
                 user_step(unet, model.scheduler, pre, ft, mask_of(x, cfg.temperature), domains.draw(cfg.batch_size),
                           cfg.user_lr)
                 if task:
                     task.advance()
-            x, record = mask_step(unet, model.scheduler, pre, ft, x, domains.draw(cfg.batch_size), cfg)
+            logits["x"], record = mask_step(unet, model.scheduler, pre, ft, x, domains.draw(cfg.batch_size), cfg)
             history.append(record)
+            save(cfg.finetune_steps + k + 1)
             if task:
                 task.advance(gap=record["target"] - record["innocent"])
 
-        m = mask_of(x, cfg.temperature)
+        m = mask_of(logits["x"], cfg.temperature)
         frozen = frozenset(n for n, mi in zip(pre, m.tolist()) if mi > 0.5)  # Round(m) = 1
         return Immunized(constraints=Constraints(frozen=frozen), info={
             "frozen": len(frozen), "tensors": len(pre), "frozen_fraction": len(frozen) / len(pre),
@@ -240,12 +257,17 @@ class FreezeAsGuard(Defense):
             "cost": {"unet_steps": total}})
 
 
-def finetune(unet, scheduler, pre: dict, domains: Domains, cfg: FreezeAsGuardConfig, task=None) -> tuple[dict, list]:
-    """θ_ft: θ_pre fine-tuned on both domains with AdamW (``run_mixed_full_trainer.sh``), every tensor."""
+def finetune_start(pre: dict, cfg: FreezeAsGuardConfig) -> tuple[dict, torch.optim.Optimizer]:
+    """θ_ft's leaves (copies of θ_pre) and their AdamW (``run_mixed_full_trainer.sh``)."""
     ft = {n: t.clone().requires_grad_(True) for n, t in pre.items()}
-    opt = torch.optim.AdamW(list(ft.values()), lr=cfg.finetune_lr, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
-    losses = []
-    for _ in range(cfg.finetune_steps):
+    return ft, torch.optim.AdamW(list(ft.values()), lr=cfg.finetune_lr, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
+
+
+def finetune(unet, scheduler, ft: dict, opt: torch.optim.Optimizer, domains: Domains, cfg: FreezeAsGuardConfig,
+             losses: list, start: int = 0, task=None, save: Callable[[int], None] | None = None) -> None:
+    """θ_ft (``ft`` from ``finetune_start``) fine-tuned in place on both domains, every tensor, from
+    step ``start``; ``save(step)`` after each."""
+    for step in range(start, cfg.finetune_steps):
         l_t, l_i = domain_losses(unet, scheduler, ft, domains.draw(cfg.finetune_batch_size))
         loss = (l_t + l_i) / 2
         _check(loss, "fine-tuning")
@@ -253,9 +275,10 @@ def finetune(unet, scheduler, pre: dict, domains: Domains, cfg: FreezeAsGuardCon
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
+        if save:
+            save(step + 1)
         if task:
             task.advance(loss=losses[-1])
-    return {n: t.detach() for n, t in ft.items()}, losses
 
 
 def _initial_logits(n: int, init: str, g: torch.Generator) -> torch.Tensor:

@@ -49,7 +49,7 @@ import contextlib
 import copy
 import math
 from dataclasses import dataclass, field
-from typing import Annotated, Callable, Iterator, Literal
+from typing import Annotated, Iterator, Literal
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +57,8 @@ from pydantic import Field
 
 from immunobench.diffusion import diffusion_loss, encode_images, encode_prompts, select_parameters
 from immunobench.plugins import Defense, Immunized, register_defense
+from immunobench.progress import Task
+from immunobench.snapshot import LoopSnapshot
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,7 @@ class GIFT(Defense):
         unet = copy.deepcopy(model.unet)
         task = self.progress.task(f"gift {data.group}", total=cfg.steps) if self.progress else None
         history, trained = train(unet, model.scheduler, harmful, safe, cfg,
-                                 on_step=(lambda h: task.advance(noise=h["noise"][-1])) if task else None)
+                                 task=task, snapshot=self.loop_snapshot())
         edited = {k: p.detach().clone() for k, p in trained.items()}
         info = {f"{term}_first_last": [_mean(h[:10]), _mean(h[-10:])] for term, h in history.items()}
         info.update(history=history, blocks=list(unet_blocks(unet)), trained_tensors=len(edited))
@@ -122,8 +124,9 @@ class GIFT(Defense):
 
 def train(unet: torch.nn.Module, scheduler, harmful: tuple[torch.Tensor, torch.Tensor],
           safe: tuple[torch.Tensor, torch.Tensor], cfg: GIFTConfig,
-          on_step: Callable[[dict], None] | None = None) -> tuple[dict[str, list[float]], dict[str, torch.nn.Parameter]]:
-    """Alg. 1 on ``unet`` in place; ``harmful``/``safe`` are (latents, conditioning) of D_M and D_S.
+          task: Task | None = None, snapshot: LoopSnapshot | None = None) -> tuple[dict[str, list[float]], dict[str, torch.nn.Parameter]]:
+    """Alg. 1 on ``unet`` in place; ``harmful``/``safe`` are (latents, conditioning) of D_M and D_S;
+    ``task`` shows progress; ``snapshot`` resumes a killed run.
 
     → (per-term loss histories: prior, diffusion (= −L_max), noise, immunize; the trained parameters)."""
     g = torch.Generator().manual_seed(cfg.seed)
@@ -135,9 +138,15 @@ def train(unet: torch.nn.Module, scheduler, harmful: tuple[torch.Tensor, torch.T
         p.requires_grad_(True)
     opt_prior, opt_immunize = _optimizer(theta, cfg.prior_lr, cfg), _optimizer(psi, cfg.immunize_lr, cfg)
     history: dict[str, list[float]] = {"prior": [], "diffusion": [], "noise": [], "immunize": []}
+    snapshot = snapshot or LoopSnapshot()
+    state = {"trained": trained, "prior_optimizer": opt_prior, "immunize_optimizer": opt_immunize,
+             "generator": g, "history": history}
+    done = snapshot.restore(state)
+    if task and done:
+        task.advance(done)
     unet.train()
     try:
-        for step in range(cfg.steps):
+        for step in range(done, cfg.steps):
             # lower level (Alg. 1 lines 2–3): θ ← θ − α_P ∇_θ L_prior on safe data
             lat, cond, eps, t = _draw(*safe, cfg.batch_size, scheduler, g)
             prior = diffusion_loss(unet, lat, cond, scheduler, noise=eps, timesteps=t)
@@ -153,8 +162,9 @@ def train(unet: torch.nn.Module, scheduler, harmful: tuple[torch.Tensor, torch.T
 
             for term, value in (("prior", prior), ("diffusion", diff), ("noise", noise), ("immunize", immunize)):
                 history[term].append(float(value.detach()))
-            if on_step:
-                on_step(history)
+            snapshot.save(step + 1, state)
+            if task:
+                task.advance(noise=history["noise"][-1])
     finally:
         unet.eval()
         unet.requires_grad_(False)

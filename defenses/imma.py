@@ -123,7 +123,15 @@ class IMMA(Defense):
         released: dict[str, torch.Tensor] = {}
         per_concept = {}
         task = self.progress.task(f"imma {data.group}", total=cfg.steps * len(concepts)) if self.progress else None
-        for c in concepts:  # sequential: each run starts from the start model plus the previous run's θ_u
+        # a killed run resumes in the concept it stopped in, with the runs before it restored
+        snapshot, position = self.loop_snapshot(), {"concept": 0}
+        outer = {"position": position, "released": released, "per_concept": per_concept}
+        snapshot.restore(outer)
+        first = position["concept"]
+        if task and first:
+            task.advance(first * cfg.steps)
+        for i, c in enumerate(concepts[first:], first):  # sequential: each run starts from the start model plus the previous run's θ_u
+            position["concept"] = i
             unet = copy.deepcopy(model.unet)
             unet.load_state_dict(released, strict=False)
             with torch.no_grad():
@@ -132,9 +140,10 @@ class IMMA(Defense):
                             word=token_word(data, c), lora_rank=cfg.lora_rank, lora_targets=cfg.lora_targets,
                             seed=cfg.seed)
             history = alternate(ad, steps=cfg.steps, variant=cfg.variant, weight_decay=cfg.weight_decay,
-                                batch_size=cfg.batch_size, generator=g, **script,
-                                on_step=(lambda loss: task.advance(loss=loss)) if task else None)
-            released = ad.release()
+                                batch_size=cfg.batch_size, generator=g, **script, task=task,
+                                snapshot=snapshot, outer_state=outer, resume=i == first)
+            released.clear()
+            released.update(ad.release())
             per_concept[c] = {f"{k}_loss_first_last": first_last(h) for k, h in history.items()}
         edited = {k: v for k, v in released.items() if not torch.equal(v, base[k])}
         # each run's first and last iterations, averaged over the runs (per run under "per_concept")

@@ -85,8 +85,7 @@ class JT(Defense):
         task = self.progress.task(f"jt {data.group}", total=cfg.steps) if self.progress else None
         history = alternate(ad, steps=cfg.steps, variant=cfg.variant, lower_lr=cfg.lower_lr, upper_lr=cfg.upper_lr,
                             weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, batch_size=cfg.batch_size,
-                            generator=torch.Generator().manual_seed(cfg.seed),
-                            on_step=(lambda loss: task.advance(loss=loss)) if task else None)
+                            generator=torch.Generator().manual_seed(cfg.seed), task=task, snapshot=self.loop_snapshot())
         base = dict(model.unet.named_parameters())
         edited = {k: v for k, v in ad.release().items() if not torch.equal(v, base[k])}
         return Immunized(unet=edited, info={

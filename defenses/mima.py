@@ -132,12 +132,17 @@ class MIMA(Defense):
         task = self.progress.task(f"mima {data.group}", total=cfg.steps) if self.progress else None
         unet.train()
         history = []
+        snapshot = self.loop_snapshot()
+        state = {"theta": theta, "optimizer": opt, "generator": g, "history": history}
+        done = snapshot.restore(state)
+        if task and done:
+            task.advance(done)
 
         def draw(latents, cond):
             return draw_batch(latents, cond, model.scheduler, g)
 
         with second_order_attention():
-            for step in range(cfg.steps):
+            for step in range(done, cfg.steps):
                 with_prior = cfg.prior_weight and data.regularization is not None
                 batches = [(draw(*inst[c]), draw(*prior) if with_prior else None,
                             draw(*inst[c]), draw(*prior) if with_prior else None) for c in concepts]
@@ -149,6 +154,7 @@ class MIMA(Defense):
                 torch.nn.utils.clip_grad_norm_(list(theta.values()), cfg.max_grad_norm)
                 opt.step()
                 history.append(float(outer.detach()))
+                snapshot.save(step + 1, state)
                 if task:
                     task.advance(loss=history[-1])
         unet.eval()

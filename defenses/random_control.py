@@ -86,7 +86,7 @@ class RandomControl(Defense):
     def immunize(self, model, data, cfg: RandomConfig = RandomConfig()) -> Immunized:
         resolved = mima_config(model.name, cfg)
         mima = MIMA()
-        mima.progress = self.progress
+        mima.progress, mima.snapshot = self.progress, self.snapshot
         updated = mima.immunize(model, data, resolved.config)
         unet = randomize(dict(model.unet.named_parameters()), updated.unet, cfg.seed, cfg.norm)
         text = randomize(dict(model.text_encoder.named_parameters()), updated.text_encoder, cfg.seed + 1, cfg.norm)

@@ -18,7 +18,7 @@ import contextlib
 import math
 import warnings
 from dataclasses import dataclass, replace
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 
@@ -26,6 +26,8 @@ from .diffusion import (
     concept_rows, diffusion_loss, encode_prompts, second_order_attention, select_parameters, token_embeddings,
 )
 from .merge import MergeConditioningWarning, MergePlan
+from .progress import Task
+from .snapshot import LoopSnapshot
 
 ADAPTATIONS = ("lora", "dreambooth", "ti")
 
@@ -259,9 +261,13 @@ def unrolled_objective(ad: Adaptation, d_inner, d_outer, lr: float) -> tuple[tor
 
 
 def alternate(ad: Adaptation, *, steps: int, variant: str, lower_lr: float, upper_lr: float, weight_decay: float,
-              max_grad_norm: float | None, batch_size: int, generator: torch.Generator,
-              on_step: Callable[[float], None] | None = None) -> dict[str, list[float]]:
+              max_grad_norm: float | None, batch_size: int, generator: torch.Generator, task: Task | None = None,
+              snapshot: LoopSnapshot | None = None, outer_state: dict | None = None,
+              resume: bool = True) -> dict[str, list[float]]:
     """``steps`` IMMA iterations on ``ad`` in place → loss histories ``lower`` and ``adapted``.
+
+    ``snapshot`` saves the loop's state with ``outer_state`` (a caller's own position, e.g. IMMA's
+    concept) and, when ``resume``, restores it first: a killed run goes on where it stopped.
 
     ``first_order`` (IMMA's released code): a lower step then an upper step, each on a fresh draw,
     both AdamW; the adapted φ persists across iterations. ``unrolled``: per iteration one SGD step
@@ -274,11 +280,19 @@ def alternate(ad: Adaptation, *, steps: int, variant: str, lower_lr: float, uppe
     if variant == "first_order":
         opt_lower = torch.optim.AdamW(ad.lower.values(), lr=lower_lr, weight_decay=weight_decay)
     history: dict[str, list[float]] = {"lower": [], "adapted": []}
+    snapshot = snapshot or LoopSnapshot()
+    state = {**(outer_state or {}), "upper": ad.upper, "lower": ad.lower, "upper_optimizer": opt_upper,
+             "generator": generator, "history": history}
+    if variant == "first_order":
+        state["lower_optimizer"] = opt_lower
+    done = snapshot.restore(state) if resume else 0
+    if task and done:
+        task.advance(done)
     ad.unet.train()
     context = second_order_attention() if variant == "unrolled" else contextlib.nullcontext()
     try:
         with context:
-            for _ in range(steps):
+            for step in range(done, steps):
                 if variant == "first_order":
                     lower = lower_step(ad, opt_lower, ad.draw(generator, batch_size), max_grad_norm)
                     adapted = upper_step(ad, opt_upper, ad.draw(generator, batch_size), max_grad_norm)
@@ -289,8 +303,9 @@ def alternate(ad: Adaptation, *, steps: int, variant: str, lower_lr: float, uppe
                     adapted = outer.detach()
                 history["lower"].append(float(lower))
                 history["adapted"].append(float(adapted))
-                if on_step:
-                    on_step(history["adapted"][-1])
+                snapshot.save(step + 1, state)
+                if task:
+                    task.advance(loss=history["adapted"][-1])
     finally:
         ad.unet.eval()
     return history

@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "default; the leaderboard adds the worst case over the sweep within the card's epsilon")
     p.add_argument("--workers", type=int, default=0,
                    help="processes computing the grid's stages, one thread each (default: one per core on CPU, 1 on a GPU)")
+    p.add_argument("--snapshot-every", type=float, default=300.0, metavar="SECONDS",
+                   help="seconds between snapshots of an immunization's training loop; a rerun of a killed run "
+                        "resumes it from the last one (default 300; 0: every step)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = sub.add_parser("runs", help="list finished runs")
@@ -113,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="re-render a run's tables and plots from its results")
     p.add_argument("run", help="a run folder, or a run name under --out")
     p.add_argument("--out", default="runs")
+
+    p = sub.add_parser("new", help="write a documented plugin file to start a new defense from")
+    p.add_argument("kind", choices=("defense",))
+    p.add_argument("name", help="the name it registers, e.g. mydef (the file: mydef.py)")
+    p.add_argument("--out", default=".", help="folder to write it in (default: the current one)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p = sub.add_parser("check-plugin", help="say, one line each, what would stop a plugin file from running")
+    p.add_argument("file", help="a plugin file, e.g. one written by `immunobench new defense`")
 
     p = sub.add_parser("show", parents=[common], help="show one task card or plugin")
     p.add_argument("kind", choices=("task", "defense", "attack", "metric", "backbone"))
@@ -189,6 +200,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UserError("--sample-steps and --report-step must be >= 0")
     if any(c < 0 for c in args.checkpoints):
         raise UserError("--checkpoints must be non-negative attack steps")
+    if args.snapshot_every < 0:
+        raise UserError(f"--snapshot-every must be >= 0 seconds, got {args.snapshot_every}")
     if args.workers < 0:
         raise UserError(f"--workers must be >= 1 (or 0 for one per core), got {args.workers}")
     _check_device(args.device)
@@ -198,7 +211,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                     eval_images=args.eval_images, checkpoints=tuple(args.checkpoints),
                     report_step=args.report_step, sample_steps=args.sample_steps,
                     overrides=_parse_overrides(args.set), include_paths=tuple(args.include_path),
-                    allow_pickle=args.allow_pickle, workers=args.workers, attack_sweep=_parse_sweep(args.attack_sweep))
+                    allow_pickle=args.allow_pickle, workers=args.workers, attack_sweep=_parse_sweep(args.attack_sweep),
+                    snapshot_every_s=args.snapshot_every)
     runner = Runner(cfg, Progress(not args.quiet))
     run_dir = runner.run()
     print()
@@ -484,8 +498,28 @@ def _world_train(args: argparse.Namespace) -> None:
     print(f"tiny-sd written to {out} ({report['seconds']:.0f} s); checkpoints in {work}")
 
 
+def cmd_new(args: argparse.Namespace) -> None:
+    from .scaffold import new_defense
+
+    file = new_defense(args.name, args.out, args.force)
+    print(f"wrote {file}: edit its update rule, then\n  immunobench check-plugin {file}\n"
+          f"  immunobench run --plugin {file} --defense {args.name} --task relearn-style --groups 2c-1")
+
+
+def cmd_check_plugin(args: argparse.Namespace) -> int:
+    from .plugin_check import run_check
+
+    problems, found = run_check(args.file)
+    for line in problems:
+        print(f"immunobench: error: {line}", file=sys.stderr)
+    if problems:
+        return EXIT_BAD_INPUT
+    print(f"ok: {args.file} registers {found[0]}")
+    return 0
+
+
 COMMANDS = {"list": cmd_list, "show": cmd_show, "world": cmd_world, "run": cmd_run, "runs": cmd_runs,
-            "report": cmd_report}
+            "report": cmd_report, "new": cmd_new, "check-plugin": cmd_check_plugin}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

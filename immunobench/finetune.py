@@ -83,6 +83,12 @@ class Batches:
         self.cursor += self.batch_size
         return idx
 
+    def state_dict(self) -> dict:  # for snapshot.LoopSnapshot
+        return {"order": self.order.clone(), "cursor": self.cursor}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.order, self.cursor = state["order"].clone(), state["cursor"]
+
 
 def unfrozen_parameters(module: torch.nn.Module, selection: str | Iterable[str], frozen: Iterable[str] = (),
                         prefix: str = "") -> dict[str, torch.nn.Parameter]:

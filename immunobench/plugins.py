@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .backbones import Backbone
     from .cards import ConceptGroup
     from .data import DefenseData
+    from .snapshot import LoopSnapshot
 
 ENTRY_POINT_GROUP = "immunobench.plugins"
 BUILTIN_PACKAGES = ("immunobench.defenses", "immunobench.attacks", "immunobench.metrics")
@@ -61,6 +62,13 @@ class Defense:
     # ``<name>/unconstrained`` (what an attacker who holds the weights does)
     publishes_constraints: ClassVar[bool] = False
     progress: Any = None  # the runner sets a Progress here; None = quiet
+    snapshot: Any = None  # the runner sets a snapshot.LoopSnapshot here: a killed stage resumes mid-way
+
+    def loop_snapshot(self) -> "LoopSnapshot":
+        """Where a training loop saves and restores its state (a no-op outside the runner)."""
+        from .snapshot import LoopSnapshot
+
+        return self.snapshot or LoopSnapshot()
 
     def immunize(self, model: "Backbone", data: "DefenseData", cfg: Any) -> Immunized:
         """``data`` is all a defense may see: its targets' defense split and the regularization data."""

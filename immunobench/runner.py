@@ -67,6 +67,7 @@ from .plugins import (
     SIMILARITY_ROLES, UNCONSTRAINED, defense_plugin, get_attack, get_defense, get_metric, judges_for, resolve_config,
 )
 from .progress import Progress
+from .snapshot import LoopSnapshot
 from .store import (
     DEFAULT_STORE, IMAGE_SETS_FORMAT, ImageKey, Store, artifact_key, canonical, image_sets_artifact, read_image_sets,
     check_writable,
@@ -107,6 +108,7 @@ class RunConfig:
     allow_pickle: bool = False
     workers: int = 0  # processes computing stages; 0 = one per core on CPU, one on a GPU
     attack_sweep: dict = field(default_factory=dict)  # attack → {config field or "report_step": (values, …)}
+    snapshot_every_s: float = 300.0  # seconds between snapshots of an immunization's loop (0: every step)
 
 
 @dataclass(frozen=True)
@@ -502,14 +504,20 @@ class Runner:
                            data=[data_keys["defense"], data_keys["regularization"] if cls.needs_regularization else []],
                            captions=self.captions_source, seed=seed)
 
+        snapshot = LoopSnapshot(self.store.snapshot_file(key), every_s=self.cfg.snapshot_every_s,
+                                on_restore=lambda step: self.log(f"{defense} {group.name} seed {seed}: resuming at "
+                                                                 f"step {step}, from the snapshot of a killed run"))
+
         def compute():
             plugin = cls()
-            plugin.progress = self.progress
+            plugin.progress, plugin.snapshot = self.progress, snapshot
             result = plugin.immunize(start, self.defense_view(group, data), cfg)
-            return ({"defense": defense, "info": result.info, "frozen": sorted(result.constraints.frozen)},
+            return ({"defense": defense, "info": result.info, "frozen": sorted(result.constraints.frozen),
+                     "resumed_at_step": snapshot.resumed_at},
                     {"unet": result.unet, "text_encoder": result.text_encoder})
 
         art = self._ensure("immunize", key, compute)
+        snapshot.discard()
         immunized = start.with_weights(unet=art.tensors("unet"), text_encoder=art.tensors("text_encoder"))
         # the same immunized model; its twin row is attacked by someone who ignores the frozen set
         return key, immunized, Constraints(frozenset() if unconstrained else frozenset(art.meta.get("frozen", [])))

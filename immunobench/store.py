@@ -5,7 +5,8 @@ and the keys of the artifacts it consumed, so equal inputs give the same key in 
 on every machine. An artifact is a folder (tensors as safetensors, the rest as JSON) written
 under a temporary name and renamed into place: it either exists whole or not at all, and a run
 killed at any moment (SIGKILL included) leaves only temporary folders that the next run
-ignores and removes.
+ignores and removes. A long stage may also keep a snapshot of its loop (``snapshot_file``) so a killed
+run resumes it mid-way; it is deleted when the stage's artifact is written.
 """
 from __future__ import annotations
 
@@ -82,6 +83,10 @@ class Store:
 
     def path(self, key: str) -> Path:
         return self.root / key[:2] / key
+
+    def snapshot_file(self, key: str) -> Path:
+        """Where the stage of ``key`` keeps its loop snapshot while it runs (``snapshot.LoopSnapshot``)."""
+        return self.root / "snapshots" / f"{key}.pt"
 
     def has(self, key: str) -> bool:
         return (self.path(key) / "meta.json").exists()

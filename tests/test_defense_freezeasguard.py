@@ -9,7 +9,7 @@ import torch
 from immunobench.cards import get_card
 from immunobench.data import ConceptImages, TaskData, defense_view
 from immunobench.defenses.freezeasguard import (
-    Domains, FreezeAsGuard, FreezeAsGuardConfig, domain_losses, finetune, mask_of, mask_step, masked_weights, user_step,
+    Domains, FreezeAsGuard, FreezeAsGuardConfig, domain_losses, finetune, finetune_start, mask_of, mask_step, masked_weights, user_step,
 )
 from immunobench.diffusion import encode_images, encode_prompts
 from immunobench.plugins import ATTACKS, Constraints, get_attack
@@ -150,7 +150,9 @@ def state(fast_sd, view):
                   torch.cat([encode_prompts(fast_sd, view.images[c].prompts) for c in view.targets]))
         innocent = (encode_images(fast_sd, view.regularization.images), encode_prompts(fast_sd, view.regularization.prompts))
     domains = Domains(target, innocent, fast_sd.scheduler.config.num_train_timesteps, torch.Generator().manual_seed(3))
-    ft, _ = finetune(unet, fast_sd.scheduler, pre, domains, TINY)
+    ft, opt = finetune_start(pre, TINY)
+    finetune(unet, fast_sd.scheduler, ft, opt, domains, TINY, [])
+    ft = {n: t.detach() for n, t in ft.items()}
     x = torch.rand(len(pre), generator=torch.Generator().manual_seed(4)) * 0.4 - 0.2  # m ∈ (0.27, 0.73)
     return unet, fast_sd.scheduler, pre, ft, x, domains.draw(8)
 

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -451,3 +452,37 @@ def test_workers_immunize_once_for_the_cells_of_several_attacks(small_card, tmp_
     # the immunization is its own job before the two mima cells, which would otherwise race to compute it
     assert runner.stats["computed"]["immunize"]["count"] == 1
     assert runner.stats["computed"]["attack"]["count"] == 4
+
+
+def test_a_killed_immunize_stage_resumes_from_its_snapshot(small_card, tmp_path, monkeypatch):
+    """MIMA's stage dies after 2 of its 4 steps: the rerun says so, goes on from step 2, completes the
+    run, and deletes the snapshot. That the resumed tensors equal a never-killed run's is
+    tests/test_snapshot.py's, for every defense."""
+    import immunobench.runner as runner_module
+
+    class Killed(BaseException):  # as SIGKILL would: not a failure the runner records and goes past
+        pass
+
+    real = runner_module.LoopSnapshot
+
+    class Dying(real):
+        def save(self, step, state):
+            written = super().save(step, state)
+            if step == 2:
+                raise Killed
+            return written
+
+    cfg = replace(_config(small_card, tmp_path), workers=1, snapshot_every_s=0.0, overrides={"mima": {"steps": 4}})
+    monkeypatch.setattr(runner_module, "LoopSnapshot", Dying)
+    with pytest.raises(Killed):
+        Runner(cfg, Progress(False), log=lambda _: None).run()
+    snapshots = list((tmp_path / "store" / "snapshots").iterdir())
+    assert len(snapshots) == 1
+    monkeypatch.setattr(runner_module, "LoopSnapshot", real)
+    lines: list[str] = []
+    runner = Runner(replace(cfg, name="r2"), Progress(False), log=lines.append)
+    runner.run()
+    assert any("mima" in line and "resuming at step 2" in line for line in lines)
+    assert not snapshots[0].exists()
+    art = runner.store.get(snapshots[0].stem)  # the snapshot was named by the stage's key
+    assert art.meta["resumed_at_step"] == 2 and art.meta["stage"] == "immunize"
