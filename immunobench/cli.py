@@ -13,6 +13,7 @@ from .errors import UserError
 KINDS = ("defenses", "attacks", "metrics", "tasks", "backbones")
 EXIT_BAD_INPUT = 2
 EXIT_CELLS_FAILED = 3
+EXIT_NOT_REPRODUCED = 4  # a bundle whose re-run cells differ from its rows beyond the stated tolerance
 
 
 class _Parser(argparse.ArgumentParser):
@@ -124,6 +125,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     p = sub.add_parser("check-plugin", help="say, one line each, what would stop a plugin file from running")
     p.add_argument("file", help="a plugin file, e.g. one written by `immunobench new defense`")
+
+    p = sub.add_parser("bundle", help="pack a finished run into a submission bundle (results, manifest, plugin sources, hashes)")
+    p.add_argument("run", help="a run folder, or a run name under --out")
+    p.add_argument("--out", default="runs", help="folder of run folders (default: runs/)")
+    p.add_argument("--to", help="bundle file to write (default: <run folder>.bundle.zip)")
+    p = sub.add_parser("verify", help="check a submission bundle's hashes, schema and plugin sources")
+    p.add_argument("bundle", help="a bundle zip (or a folder it was unpacked into)")
+
+    p = sub.add_parser("reproduce", help="re-run random cells of a bundle in a fresh store and compare them with its rows")
+    p.add_argument("bundle", help="a bundle zip written by `immunobench bundle`")
+    p.add_argument("--cells", type=int, default=2, help="how many cells to re-run (default 2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random choice of cells (default 0)")
+    p.add_argument("--workers", type=int, default=1, help="processes per re-run (default 1)")
 
     p = sub.add_parser("show", parents=[common], help="show one task card or plugin")
     p.add_argument("kind", choices=("task", "defense", "attack", "metric", "backbone"))
@@ -518,8 +532,54 @@ def cmd_check_plugin(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bundle(args: argparse.Namespace) -> None:
+    from .leaderboard.bundle import BundleError, make_bundle
+
+    run_dir = _run_folder(args)
+    try:
+        path = make_bundle(run_dir, args.to)
+    except BundleError as exc:
+        raise UserError(str(exc)) from None
+    print(f"wrote {path}; check it with: immunobench verify {path}")
+
+
+def cmd_verify(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from .leaderboard.bundle import BundleError, verify_bundle
+
+    if not Path(args.bundle).exists():
+        raise UserError(f"verify {args.bundle}: no such file; pass a bundle written by `immunobench bundle`")
+    try:
+        index = verify_bundle(args.bundle)
+    except BundleError as exc:
+        raise UserError(f"rejected: {exc}") from None
+    print(f"verified: {args.bundle} — task {index['task']}, model {index['model']}, defenses "
+          f"{', '.join(index['defenses'])}, schema {index['schema_version']}, content hash {index['content_hash'][:16]}")
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .leaderboard.bundle import BundleError
+    from .leaderboard.reproduce import reproduce
+
+    if not Path(args.bundle).is_file():
+        raise UserError(f"reproduce {args.bundle}: no such file; pass a bundle written by `immunobench bundle`")
+    if args.cells < 1 or args.workers < 1:
+        raise UserError("--cells and --workers must be >= 1")
+    try:
+        record = reproduce(args.bundle, args.cells, args.seed, workers=args.workers)
+    except BundleError as exc:
+        raise UserError(f"cannot reproduce: {exc}") from None
+    done = sum(c["passed"] for c in record["cells"])
+    print(f"{done} of {len(record['cells'])} cell(s) reproduced within tolerance; record: {args.bundle}.reproduced.json")
+    return 0 if record["passed"] else EXIT_NOT_REPRODUCED
+
+
 COMMANDS = {"list": cmd_list, "show": cmd_show, "world": cmd_world, "run": cmd_run, "runs": cmd_runs,
-            "report": cmd_report, "new": cmd_new, "check-plugin": cmd_check_plugin}
+            "report": cmd_report, "new": cmd_new, "check-plugin": cmd_check_plugin, "bundle": cmd_bundle,
+            "verify": cmd_verify, "reproduce": cmd_reproduce}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

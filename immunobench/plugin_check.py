@@ -25,8 +25,8 @@ SIGNATURES = {"defense": ("immunize", ("model", "data", "cfg")),
 
 
 def check_file(path: str | Path) -> tuple[list[str], list[str]]:
-    """(problems, what was found) for the plugin file at ``path``, in this process: use ``run_check``
-    for the isolated check."""
+    """(problems, what was found) for the plugin file at ``path``, in this process (nothing is
+    registered); ``run_check`` runs it in a fresh interpreter, as the CLI does."""
     from . import plugins
     from .config import check_plugin, check_preset_backbones, options
 
@@ -46,17 +46,22 @@ def check_file(path: str | Path) -> tuple[list[str], list[str]]:
             return deco
         return register
 
-    for kind in registries:
-        setattr(plugins, f"register_{kind}", recorder(kind))
     spec = importlib.util.spec_from_file_location(f"immunobench_checked_{path.stem}", path)
     if spec is None or spec.loader is None:
         return [f"{path}: not a Python file"], []
     module = importlib.util.module_from_spec(spec)
+    real = {kind: getattr(plugins, f"register_{kind}") for kind in registries}
+    for kind in registries:
+        setattr(plugins, f"register_{kind}", recorder(kind))
     sys.modules[spec.name] = module  # dataclasses and typing resolve names through it, as in a real import
     try:
         spec.loader.exec_module(module)
     except BaseException as exc:  # noqa: BLE001  (SystemExit, KeyboardInterrupt from a plugin too)
         return [_import_error(path, exc)], []
+    finally:
+        for kind, register in real.items():
+            setattr(plugins, f"register_{kind}", register)
+        sys.modules.pop(spec.name, None)
 
     problems: list[str] = []
     if not recorded:

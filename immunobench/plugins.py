@@ -6,9 +6,11 @@ names a module to import), and files passed with ``--plugin path/to/file.py``.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import pkgutil
 import sys
 import traceback
@@ -196,6 +198,25 @@ get_defense = DEFENSES.get
 get_attack = ATTACKS.get
 get_metric = METRICS.get
 get_backbone = BACKBONES.get
+
+
+def source_hash(plugin_cls: type) -> str:
+    """SHA-256 (16 hex digits) of the file that defines ``plugin_cls``, built-in or not. It is part of
+    the keys of the plugin's stages and of the manifest, so editing a plugin file invalidates exactly
+    its cells ("no-source" for a class without a file, e.g. one defined in an interactive session)."""
+    try:
+        file = inspect.getsourcefile(plugin_cls)
+    except TypeError:
+        file = None
+    if not file or not Path(file).is_file():
+        return "no-source"
+    stat = Path(file).stat()
+    return _file_hash(str(Path(file).resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=None)
+def _file_hash(path: str, mtime_ns: int, size: int) -> str:  # an edited file is hashed again
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def plugin_label(plugin_cls: type) -> str:

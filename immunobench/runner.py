@@ -65,12 +65,13 @@ from .diffusion import sample
 from .errors import UserError, describe_failure
 from .plugins import (
     SIMILARITY_ROLES, UNCONSTRAINED, defense_plugin, get_attack, get_defense, get_metric, judges_for, resolve_config,
+    source_hash,
 )
 from .progress import Progress
 from .snapshot import LoopSnapshot
 from .store import (
-    DEFAULT_STORE, IMAGE_SETS_FORMAT, ImageKey, Store, artifact_key, canonical, image_sets_artifact, read_image_sets,
-    check_writable,
+    DEFAULT_STORE, IMAGE_SETS_FORMAT, KEYS_VERSION, ImageKey, Store, artifact_key, canonical, image_sets_artifact,
+    read_image_sets, check_writable,
 )
 
 SEED_STRIDE = 100_000
@@ -79,6 +80,8 @@ SEED_OFFSETS = {"attack": 0, "defense": 1_000, "references": 3_000, "regularizat
 # Version of a run folder's results.parquet columns and manifest.json keys (docs/results-schema.md);
 # bump it when either changes incompatibly. Carried as the manifest's "schema_version" and as the
 # parquet file's key-value metadata "immunobench.schema_version".
+# built-in plugin files are recorded relative to this folder (the repository, or site-packages)
+PLUGIN_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_VERSION = 2  # 2: results columns attack_config and split; manifest resolved.attack_sweep, worst_case
 DEFAULT_VARIANT = "default"  # the attack_config of an attack's config in force (every run's only point without a sweep)
 BUDGET_FIELD = "report_step"  # the one --attack-sweep field that is no Config field: the attack's budget
@@ -406,7 +409,8 @@ class Runner:
         erased = group.start_erased()
         preserve = group.start_preserve_prompts()
         key = artifact_key("start", model=self.model.fingerprint, card=self.card_hash, targets=erased.targets,
-                           defense=spec.defense, version=cls.version, config=_config_dict(cfg), preserve=preserve)
+                           defense=spec.defense, version=cls.version, source=source_hash(cls), config=_config_dict(cfg),
+                           preserve=preserve)
         if self._plan is not None and not self.store.has(key):
             self._plan.starts[key] = group.name
             return key, None
@@ -500,7 +504,8 @@ class Runner:
         cfg = self.plugin_config(defense)
         if "seed" in _config_dict(cfg):
             cfg = replace(cfg, seed=seed)
-        key = artifact_key("immunize", start=start_key, defense=defense, version=cls.version, config=_config_dict(cfg),
+        key = artifact_key("immunize", start=start_key, defense=defense, version=cls.version, source=source_hash(cls),
+                           config=_config_dict(cfg),
                            data=[data_keys["defense"], data_keys["regularization"] if cls.needs_regularization else []],
                            captions=self.captions_source, seed=seed)
 
@@ -539,7 +544,8 @@ class Runner:
         others = list(probes)
         others_at = {0, report_step}
         extra = {"probes": probes} if self.card.concept_type == "instance" else {}
-        key = artifact_key("attack", model=model_key, card=self.card_hash, attack=attack, version=cls.version, config=_config_dict(cfg),
+        key = artifact_key("attack", model=model_key, card=self.card_hash, attack=attack, version=cls.version,
+                           source=source_hash(cls), config=_config_dict(cfg),
                            data=data_keys["attack"], seed=seed, checkpoints=checkpoints, targets=group.targets,
                            others=others, others_at=sorted(others_at), eval_seeds=eval_seeds, sampler=self.sampler,
                            frozen=sorted(constraints.frozen), images_format=IMAGE_SETS_FORMAT, **extra)
@@ -625,7 +631,8 @@ class Runner:
         alone = group.alone(concept)
         prompt = alone.prompt(concept)
         eval_seeds = role_seeds("eval", self.eval_images, seed)
-        key = artifact_key("attack-alone", model=model_key, attack=attack, version=cls.version, config=_config_dict(cfg),
+        key = artifact_key("attack-alone", model=model_key, attack=attack, version=cls.version, source=source_hash(cls),
+                           config=_config_dict(cfg),
                            concept=concept, prompt=prompt, data=data_keys["attack_of"][concept], seed=seed,
                            step=variant.report_step, eval_seeds=eval_seeds, sampler=self.sampler,
                            frozen=sorted(constraints.frozen), images_format=IMAGE_SETS_FORMAT)
@@ -723,7 +730,8 @@ class Runner:
             self.model.spec, all_card_names() | scored_names([self.card]))
         names = judges_for(self.model.spec.metric_family)
         self.judges = {role: get_metric(names[role])(device=cfg.device) for role in (*SIMILARITY_ROLES, "acc")}
-        self.judge_versions = {role: f"{names[role]}@{get_metric(names[role]).version}" for role in self.judges}
+        self.judge_versions = {role: f"{names[role]}@{get_metric(names[role]).version}+{source_hash(get_metric(names[role]))}"
+                               for role in self.judges}
 
     def run(self) -> Path:
         started = time.time()
@@ -1019,7 +1027,8 @@ class Runner:
                 "eval_images": self.eval_images, "seeds": list(self.cfg.seeds),
                 **({"attack_sweep": self._sweep_manifest()} if self.sweeping else {}),
                 # per plugin: the config in force, the paper default, the presets applied and each value's source
-                "plugins": {name: {"version": cls.version, **self.configs[name].manifest()}
+                "plugins": {name: {"version": cls.version, "source_sha256": source_hash(cls),
+                                   "file": _plugin_file(cls), **self.configs[name].manifest()}
                             for name, cls in self._plugins()},
                 "judges": {role: {"judge": self.judge_versions[role], **self.judges[role].describe()}
                            for role in self.judges},
@@ -1045,6 +1054,7 @@ class Runner:
             "data": {"image_artifacts": sorted(set(self.keys.get("images", [])))},
             "artifacts": {stage: sorted(set(keys)) for stage, keys in self.keys.items()},
             "store": str(self.store.root),
+            "store_keys_version": KEYS_VERSION,
             "code": code_version(),
             "packages": package_versions(),
             "host": {"platform": platform.platform(), "python": platform.python_version(),
@@ -1085,6 +1095,17 @@ def _summed_cost(costs: list[dict | None]) -> dict:
     return {"count": len(costs), "seconds": round(sum(c.get("seconds", 0) for c in costs), 2),
             "peak_rss_mb": max((c.get("peak_rss_mb", 0) for c in costs), default=0),
             **{k: sum(c.get(k, 0) for c in costs) for k in ("unet_calls", "unet_images")}}
+
+
+def _plugin_file(cls: type) -> str:
+    """The plugin's file, relative to the repository for built-ins (absolute paths differ per machine)."""
+    import inspect
+
+    try:
+        file = Path(inspect.getsourcefile(cls) or "")
+    except TypeError:
+        return ""
+    return str(file.resolve().relative_to(PLUGIN_ROOT)) if file.resolve().is_relative_to(PLUGIN_ROOT) else str(file)
 
 
 def _derive_by_variant(rows: list[dict], card: TaskCard, derive: Callable) -> "pd.DataFrame":

@@ -30,9 +30,14 @@ def canonical(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
+# How keys are made; a new value changes every key on purpose. 2: plugin stages carry their plugin file's
+# source hash (plugins.source_hash) beside its version.
+KEYS_VERSION = 2
+
+
 def artifact_key(stage: str, **inputs: Any) -> str:
     """Stable key of a stage from everything that determines its output."""
-    return hashlib.sha256(canonical({"stage": stage, **inputs}).encode()).hexdigest()[:32]
+    return hashlib.sha256(canonical({"stage": stage, "keys_version": KEYS_VERSION, **inputs}).encode()).hexdigest()[:32]
 
 
 class ImageKey(NamedTuple):

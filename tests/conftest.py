@@ -21,3 +21,21 @@ def tiny_sd(tiny_sd_folder):
     from immunobench.backbones import load_backbone
 
     return load_backbone(str(tiny_sd_folder))
+
+
+@pytest.fixture(scope="session")
+def style_view(tiny_sd):
+    """What a defense sees of relearn-style 2c-1 (data.DefenseData): 2 random images per target and
+    2 regularization images, at tiny_sd's resolution."""
+    import torch
+
+    from immunobench.cards import get_card
+    from immunobench.data import ConceptImages, defense_view
+
+    group = get_card("relearn-style").group("2c-1")
+    res = tiny_sd.resolution
+    g = torch.Generator().manual_seed(0)
+    images = {c: ConceptImages(torch.rand(2, 3, res, res, generator=g) * 2 - 1, [group.prompt(c, "defense")] * 2)
+              for c in group.targets}
+    reg = ConceptImages(torch.rand(2, 3, res, res, generator=g) * 2 - 1, [group.card.regularization.prompt] * 2)
+    return defense_view(group, images, reg, captions=("a photo of a tree", "a small red house", "two birds"))

@@ -66,6 +66,20 @@ def test_readme_defense_block_runs_through_one_cell(tmp_path):
     by_defense = step0.pivot(index="concept", columns="defense", values="value")
     assert (by_defense[name] - by_defense["none"]).abs().max() > 1e-6
 
+    # editing the plugin file (a comment is enough) invalidates exactly its cells: its source hash is
+    # in their keys; the no-defense cell and the start model come from the store unchanged
+    assert manifest["resolved"]["plugins"][name]["source_sha256"] not in ("", "no-source")
+    plugin.write_text(code + "\n# edited\n")
+    args[args.index("readme")] = "readme-edited"
+    r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    edited = json.loads((tmp_path / "runs" / "readme-edited" / "manifest.json").read_text())
+    assert edited["resolved"]["plugins"][name]["source_sha256"] != manifest["resolved"]["plugins"][name]["source_sha256"]
+    again = {c["defense"]: c for c in edited["cells"]}
+    assert again[name]["model_key"] != cells[name]["model_key"] and again[name]["attack_key"] != cells[name]["attack_key"]
+    assert all(again["none"][k] == cells["none"][k] for k in ("model_key", "attack_key"))
+    assert edited["artifacts"]["start"] == manifest["artifacts"]["start"]
+
 
 def test_readme_is_at_most_200_lines():
     assert len(README.read_text().splitlines()) <= 200

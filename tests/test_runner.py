@@ -2,6 +2,7 @@
 after SIGKILL, sharing of the no-defense cells, the manifest's provenance and the report files."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -486,3 +487,105 @@ def test_a_killed_immunize_stage_resumes_from_its_snapshot(small_card, tmp_path,
     assert not snapshots[0].exists()
     art = runner.store.get(snapshots[0].stem)  # the snapshot was named by the stage's key
     assert art.meta["resumed_at_step"] == 2 and art.meta["stage"] == "immunize"
+
+
+def _rebundle(src: Path, dst: Path, change: dict, rehash: bool) -> Path:
+    """A copy of bundle ``src`` with files replaced (bytes) or removed (None); ``rehash`` also rewrites
+    bundle.json's file hashes and content hash, as a forger who knows the format would."""
+    import zipfile
+
+    from immunobench.leaderboard.bundle import INDEX, _sha256, content_hash, read_bundle
+
+    files = read_bundle(src)
+    index = json.loads(files.pop(INDEX))
+    for name, data in change.items():
+        if data is None:
+            files.pop(name)
+        else:
+            files[name] = data
+    if rehash:
+        index["files"] = {n: _sha256(d) for n, d in files.items()}
+        index["content_hash"] = content_hash(index["files"])
+    with zipfile.ZipFile(dst, "w") as z:
+        for name, data in {**files, INDEX: json.dumps(index).encode()}.items():
+            z.writestr(name, data)
+    return dst
+
+
+def test_bundle_verifies_and_any_change_after_it_is_rejected(finished, tmp_path):
+    import io
+
+    import pyarrow.parquet as pq
+
+    from immunobench.leaderboard.bundle import BundleError, make_bundle, read_bundle, verify_bundle
+
+    _, runner, run_dir = finished
+    bundle = make_bundle(run_dir, tmp_path / "run.bundle.zip")
+    index = verify_bundle(bundle)
+    files = read_bundle(bundle)
+    assert {"results.parquet", "manifest.json", "plugins/mima.py", "plugins/lora.py"} <= set(files)
+    assert index["defenses"] == ["none", "mima"] and index["schema_version"] == 2
+    assert files["plugins/mima.py"] == (Path(__file__).parents[1] / "defenses" / "mima.py").read_bytes()
+
+    manifest = json.loads(files["manifest.json"])
+    table = pq.read_table(io.BytesIO(files["results.parquet"]))
+    nudged = table.to_pandas()
+    nudged.loc[0, "value"] += 0.01
+    buf = io.BytesIO()
+    nudged.to_parquet(buf)
+    no_split = io.BytesIO()
+    pq.write_table(table.drop(["split"]), no_split)
+    cases = {  # (change, rehash) → the reason's words
+        "results edited": ({"results.parquet": buf.getvalue()}, False, "does not match its SHA-256"),
+        "file removed": ({"plugins/lora.py": None}, False, "missing plugins/lora.py"),
+        "file added": ({"extra.txt": b"x"}, False, "unlisted extra.txt"),
+        "plugin swapped, rehashed": ({"plugins/mima.py": b"# another defense\n"}, True,
+                                     "source of plugin mima is not the file the run used"),
+        "future schema, rehashed": ({"manifest.json": json.dumps({**manifest, "schema_version": 99}).encode()}, True,
+                                    "schema version 99"),
+        "column dropped, rehashed": ({"results.parquet": no_split.getvalue()}, True, "lacks the column(s) split"),
+    }
+    for label, (change, rehash, reason) in cases.items():
+        forged = _rebundle(bundle, tmp_path / f"{label}.zip", change, rehash)
+        with pytest.raises(BundleError, match=re.escape(reason)):
+            verify_bundle(forged)
+    # every file's hash fixed up in the index, but the content hash left as it was
+    import zipfile
+
+    forged = read_bundle(_rebundle(bundle, tmp_path / "rehashed.zip", {"results.parquet": buf.getvalue()}, True))
+    forged_index = {**json.loads(forged["bundle.json"]), "content_hash": index["content_hash"]}
+    with zipfile.ZipFile(tmp_path / "half.zip", "w") as z:
+        for name, data in {**forged, "bundle.json": json.dumps(forged_index).encode()}.items():
+            z.writestr(name, data)
+    with pytest.raises(BundleError, match="content hash does not match"):
+        verify_bundle(tmp_path / "half.zip")
+
+    cli = [sys.executable, "-m", "immunobench.cli"]
+    ok = subprocess.run([*cli, "verify", str(bundle)], capture_output=True, text=True)
+    assert ok.returncode == 0 and ok.stdout.startswith("verified:")
+    bad = subprocess.run([*cli, "verify", str(tmp_path / "results edited.zip")], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "rejected:" in bad.stderr
+
+
+def test_reproduce_reruns_a_cell_in_a_fresh_store_and_catches_a_changed_row(finished, tmp_path):
+    from immunobench.leaderboard.bundle import make_bundle
+    from immunobench.leaderboard.reproduce import compare, reproduce
+
+    _, _, run_dir = finished
+    bundle = make_bundle(run_dir, tmp_path / "b.zip")
+    lines: list[str] = []
+    record = reproduce(bundle, cells=1, log=lines.append)
+    cell = record["cells"][0]
+    assert record["passed"] and cell["cell"]["defense"] == "mima" and cell["rows"] > 0 and cell["missing"] == 0
+    assert cell["max_abs_diff"] <= 1e-6  # same code, same machine: the re-run equals the bundle
+    assert json.loads((tmp_path / "b.zip.reproduced.json").read_text())["content_hash"] == record["content_hash"]
+    assert lines[0].startswith("reproducing cell 1 of 1")
+
+    published = pd.read_parquet(run_dir / "results.parquet")
+    raw = published.index[(published.concept != "*") & (published.defense == "mima")]
+    sim, acc = [raw[published.loc[raw, "metric"] == m][0] for m in ("sim/C", "acc")]
+    for row, delta, passes in ((sim, 0.005, True), (sim, 0.05, False), (acc, 0.5, True), (acc, 0.75, False)):
+        rerun = published.copy()
+        rerun.loc[row, "value"] += delta
+        out = compare(published, rerun, cell["cell"], eval_images=2)  # accuracy: one generation of 2 is 0.5
+        assert out["passed"] is passes, (published.loc[row, "metric"], delta, out)

@@ -5,8 +5,6 @@ The runner's side (snapshot under the store key, resumed, then deleted) is in te
 import pytest
 import torch
 
-from immunobench.cards import get_card
-from immunobench.data import ConceptImages, defense_view
 from immunobench.defenses.cp import CP, CPConfig
 from immunobench.defenses.esd import ESD, ESDConfig
 from immunobench.defenses.freezeasguard import FreezeAsGuard, FreezeAsGuardConfig
@@ -35,17 +33,6 @@ class KilledAfter(LoopSnapshot):
         if self.left == 0:
             raise Killed(step)
         return written
-
-
-@pytest.fixture(scope="module")
-def view(tiny_sd):
-    group = get_card("relearn-style").group("2c-1")
-    res = tiny_sd.resolution
-    g = torch.Generator().manual_seed(0)
-    images = {c: ConceptImages(torch.rand(2, 3, res, res, generator=g) * 2 - 1, [group.prompt(c, "defense")] * 2)
-              for c in group.targets}
-    reg = ConceptImages(torch.rand(2, 3, res, res, generator=g) * 2 - 1, [group.card.regularization.prompt] * 2)
-    return defense_view(group, images, reg, captions=("a photo of a tree", "a small red house", "two birds"))
 
 
 TINY_MIMA = {"steps": 4, "outer_lr": 1e-3, "inner_lr": 1e-2, "prior_weight": 1.0}
@@ -83,8 +70,9 @@ def _same(a, b) -> None:
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_killed_immunization_resumes_bit_identical(name, tiny_sd, view, tmp_path):
+def test_killed_immunization_resumes_bit_identical(name, tiny_sd, style_view, tmp_path):
     cls, cfg, kills = CASES[name]
+    view = style_view
     whole = _immunize(cls, tiny_sd, view, cfg)
     assert whole.unet or whole.constraints.frozen
     for saves in kills:
