@@ -74,14 +74,14 @@ from .store import (
     read_image_sets, check_writable,
 )
 
+# built-in plugin files are recorded relative to this folder (the repository, or site-packages)
+PLUGIN_ROOT = Path(__file__).resolve().parent.parent
 SEED_STRIDE = 100_000
 SEED_OFFSETS = {"attack": 0, "defense": 1_000, "references": 3_000, "regularization": 5_000, "eval": 10_000,
                 "selection": 20_000}
 # Version of a run folder's results.parquet columns and manifest.json keys (docs/results-schema.md);
 # bump it when either changes incompatibly. Carried as the manifest's "schema_version" and as the
 # parquet file's key-value metadata "immunobench.schema_version".
-# built-in plugin files are recorded relative to this folder (the repository, or site-packages)
-PLUGIN_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_VERSION = 2  # 2: results columns attack_config and split; manifest resolved.attack_sweep, worst_case
 DEFAULT_VARIANT = "default"  # the attack_config of an attack's config in force (every run's only point without a sweep)
 BUDGET_FIELD = "report_step"  # the one --attack-sweep field that is no Config field: the attack's budget
@@ -224,6 +224,8 @@ class Runner:
         self.log = log
         self.store = Store(cfg.store)
         self.card: TaskCard = get_card(cfg.task, list(cfg.include_paths))
+        # worst_case only steers the leaderboard's choice among stored cells: no stage depends on it
+        self.card_hash = artifact_key("card", card=self.card.model_dump(mode="json", exclude={"worst_case"}))
         unknown = [g for g in cfg.groups if g not in self.card.groups]
         if unknown:
             raise UserError(f"task {cfg.task}: unknown group {unknown[0]!r}; groups: {', '.join(self.card.groups)}")
@@ -722,8 +724,6 @@ class Runner:
         self._sampling = {"steps": cfg.sample_steps or self.model.spec.sample_steps,
                           "guidance_scale": self.model.spec.guidance_scale}
         self.sampler = {"sampler": "ddim", **self._sampling, "resolution": self.model.resolution}
-        # worst_case only steers the leaderboard's choice among stored cells: no stage depends on it
-        self.card_hash = artifact_key("card", card=self.card.model_dump(mode="json", exclude={"worst_case"}))
         from .captions import all_card_names, generic_captions, scored_names
 
         self.captions, self.captions_source = generic_captions(
