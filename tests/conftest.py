@@ -1,6 +1,10 @@
 import os
+from pathlib import Path
 
 import pytest
+import yaml
+
+GROUP = "2c-1"
 
 # Tests never touch the hub: an uncached id must fail fast, as it would on an offline machine.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -39,3 +43,36 @@ def style_view(tiny_sd):
               for c in group.targets}
     reg = ConceptImages(torch.rand(2, 3, res, res, generator=g) * 2 - 1, [group.card.regularization.prompt] * 2)
     return defense_view(group, images, reg, captions=("a photo of a tree", "a small red house", "two birds"))
+
+
+@pytest.fixture(scope="session")
+def small_card(tmp_path_factory) -> Path:
+    """relearn-style with every count shrunk: 2 images per set, checkpoints 0 and 2."""
+    from immunobench.cards import get_card
+
+    card = get_card("relearn-style").model_dump(mode="json", exclude={"path"})
+    card.update(task="relearn-small", checkpoints=[0, 2], report_step=2,
+                data={"source": "generated", "defense_images": 2, "attack_images": 2, "eval_images": 2},
+                regularization={"prompt": "artwork", "images": 2})
+    path = tmp_path_factory.mktemp("cards") / "relearn-small.yaml"
+    path.write_text(yaml.safe_dump(card, sort_keys=False))
+    return path
+
+
+def small_config(card, tmp, defenses=("mima",), name="r1", store="store"):
+    """A run of ``card`` on group 2c-1 of the shipped tiny-sd, 2 sampling steps, MIMA at 2 steps."""
+    from immunobench.runner import RunConfig
+
+    return RunConfig(task=str(card), defenses=defenses, groups=(GROUP,), model="tiny-sd", out=str(tmp / "runs"),
+                     store=str(tmp / store), name=name, sample_steps=2, overrides={"mima": {"steps": 2}})
+
+
+@pytest.fixture(scope="session")
+def finished(small_card, tmp_path_factory):
+    """(folder, runner, run folder) of one finished small_card run of MIMA and none; shared, read-only."""
+    from immunobench.progress import Progress
+    from immunobench.runner import Runner
+
+    tmp = tmp_path_factory.mktemp("grid")
+    runner = Runner(small_config(small_card, tmp), Progress(False), log=lambda _: None)
+    return tmp, runner, runner.run()

@@ -14,43 +14,18 @@ import pandas as pd
 import pytest
 import yaml
 
-from immunobench.cards import get_card
 from immunobench.diffusion import sample
 from immunobench.runner import RunConfig, Runner
 from immunobench.progress import Progress
 from immunobench.store import Store
 
-GROUP = "2c-1"
-
-
-@pytest.fixture(scope="module")
-def small_card(tmp_path_factory) -> Path:
-    """relearn-style with every count shrunk: 2 images per set, checkpoints 0 and 2."""
-    card = get_card("relearn-style").model_dump(mode="json", exclude={"path"})
-    card.update(task="relearn-small", checkpoints=[0, 2], report_step=2,
-                data={"source": "generated", "defense_images": 2, "attack_images": 2, "eval_images": 2},
-                regularization={"prompt": "artwork", "images": 2})
-    path = tmp_path_factory.mktemp("cards") / "relearn-small.yaml"
-    path.write_text(yaml.safe_dump(card, sort_keys=False))
-    return path
-
-
-def _config(card, tmp, defenses=("mima",), name="r1", store="store"):
-    return RunConfig(task=str(card), defenses=defenses, groups=(GROUP,), model="tiny-sd", out=str(tmp / "runs"),
-                     store=str(tmp / store), name=name, sample_steps=2, overrides={"mima": {"steps": 2}})
+from conftest import GROUP, small_config as _config
 
 
 def _cli_args(card, tmp, name, store):
     return [sys.executable, "-m", "immunobench.cli", "run", "--task", str(card), "--defense", "mima", "--groups", GROUP,
             "--out", str(tmp / "runs"), "--store", str(tmp / store), "--name", name, "--sample-steps", "2",
             "--set", "mima.steps=2", "--quiet"]
-
-
-@pytest.fixture(scope="module")
-def finished(small_card, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("grid")
-    runner = Runner(_config(small_card, tmp), Progress(False), log=lambda _: None)
-    return tmp, runner, runner.run()
 
 
 def test_run_writes_tables_plots_and_provenance(finished):
