@@ -133,6 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="check a submission bundle's hashes, schema and plugin sources")
     p.add_argument("bundle", help="a bundle zip (or a folder it was unpacked into)")
 
+    p = sub.add_parser("publish", help="publish a verified bundle's rows, bundle and figures to a Hugging Face dataset "
+                                       "(and Space) or to a folder")
+    p.add_argument("run", help="a finished run folder, a run name under --out, or a bundle zip")
+    p.add_argument("--out", default="runs", help="folder of run folders (default: runs/)")
+    p.add_argument("--repo", metavar="OWNER/NAME", help="the results dataset repo on the hub (created if missing)")
+    p.add_argument("--space", metavar="OWNER/NAME", help="also create this leaderboard Space (first use), reading --repo")
+    p.add_argument("--to", metavar="DIR", help="write the same layout into this folder (merged with what is there)")
+    p.add_argument("--dry-run", action="store_true", help="print what would be written or committed; write nothing")
+    p.add_argument("--endpoint", metavar="URL", help="the hub's address (default: HF_ENDPOINT or huggingface.co)")
+
     p = sub.add_parser("reproduce", help="re-run random cells of a bundle in a fresh store and compare them with its rows")
     p.add_argument("bundle", help="a bundle zip written by `immunobench bundle`")
     p.add_argument("--cells", type=int, default=2, help="how many cells to re-run (default 2)")
@@ -242,8 +252,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_folder(args: argparse.Namespace):
-    """The finished run folder ``report`` rewrites, its manifest and results checked readable."""
+def _run_folder(args: argparse.Namespace, writable: bool = True):
+    """The finished run folder ``report`` rewrites (``writable``) or ``publish`` reads, its manifest and results
+    checked readable."""
     from pathlib import Path
 
     import pandas as pd
@@ -263,7 +274,8 @@ def _run_folder(args: argparse.Namespace):
     except Exception as exc:  # noqa: BLE001 — missing, truncated or not parquet: all the same to the user
         raise UserError(f"{folder}/results.parquet: unreadable ({type(exc).__name__}); "
                         "rerun the run to rewrite it (the store makes that quick)") from None
-    check_writable(folder, "report")
+    if writable:
+        check_writable(folder, "report")
     return folder
 
 
@@ -558,6 +570,38 @@ def cmd_verify(args: argparse.Namespace) -> None:
           f"{', '.join(index['defenses'])}, schema {index['schema_version']}, content hash {index['content_hash'][:16]}")
 
 
+def cmd_publish(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from .leaderboard.publish import (REPO_ID, PublishError, check_space_source, load_submission, publish_folder,
+                                      publish_hub)
+
+    if not args.repo and not args.to:
+        raise UserError("publish: pass --repo OWNER/NAME (a hub dataset) or --to DIR (a folder), or both")
+    for flag, value in (("--repo", args.repo), ("--space", args.space)):
+        if value and not REPO_ID.match(value):
+            raise UserError(f"{flag} {value!r}: expected OWNER/NAME, e.g. me/immunobench-results")
+    if args.space and not args.repo:
+        raise UserError("--space needs --repo: the Space shows the results dataset that --repo names")
+    if args.endpoint and not args.endpoint.startswith(("http://", "https://")):
+        raise UserError(f"--endpoint {args.endpoint!r}: expected a URL such as https://huggingface.co")
+    source = Path(args.run)
+    if not source.is_file():
+        source = _run_folder(args, writable=False)
+    try:
+        if args.space:
+            check_space_source()  # before anything is written, here or on the hub
+        submission = load_submission(source)
+        if args.to:
+            written = publish_folder(submission, args.to, dry_run=args.dry_run)
+            if not args.dry_run:
+                print(f"wrote {len(written)} file(s) to {args.to} (bundle {submission.hash16})")
+        if args.repo:
+            publish_hub(submission, args.repo, space=args.space, endpoint=args.endpoint, dry_run=args.dry_run)
+    except PublishError as exc:
+        raise UserError(str(exc)) from None
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -579,7 +623,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 COMMANDS = {"list": cmd_list, "show": cmd_show, "world": cmd_world, "run": cmd_run, "runs": cmd_runs,
             "report": cmd_report, "new": cmd_new, "check-plugin": cmd_check_plugin, "bundle": cmd_bundle,
-            "verify": cmd_verify, "reproduce": cmd_reproduce}
+            "verify": cmd_verify, "reproduce": cmd_reproduce, "publish": cmd_publish}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -74,11 +74,17 @@ def make_bundle(run_dir: str | Path, out: str | Path | None = None) -> Path:
     out = Path(out) if out else run_dir.with_name(run_dir.name + ".bundle.zip")
     tmp = out.with_name(out.name + ".tmp")
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
-        for name, data in payload.items():
-            z.writestr(name, data)
-        z.writestr(INDEX, json.dumps(index, indent=1))
+        for name, data in [*payload.items(), (INDEX, json.dumps(index, indent=1).encode())]:
+            z.writestr(_entry(name), data)
     tmp.replace(out)
     return out
+
+
+def _entry(name: str) -> zipfile.ZipInfo:
+    """A zip entry with a fixed date and mode: bundling the same run twice gives the same bytes (publish relies on it)."""
+    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type, info.external_attr = zipfile.ZIP_DEFLATED, 0o644 << 16
+    return info
 
 
 def read_bundle(path: str | Path) -> dict[str, bytes]:
