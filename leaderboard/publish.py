@@ -158,8 +158,10 @@ def layout(sub: Submission, current: dict | None) -> dict[str, bytes]:
     """Every file this publish writes, path → bytes: the submission's own, then index.json and README.md
     merged with ``current`` (the destination's index.json; None when there is none)."""
     current = current or {"publish_format": PUBLISH_FORMAT, "submissions": []}
-    if current.get("publish_format") != PUBLISH_FORMAT or not isinstance(current.get("submissions"), list):
-        raise PublishError(f"the destination's {INDEX_FILE} has publish format {current.get('publish_format')!r}; "
+    if (not isinstance(current, dict) or current.get("publish_format") != PUBLISH_FORMAT
+            or not isinstance(current.get("submissions"), list)):
+        found = current.get("publish_format") if isinstance(current, dict) else None
+        raise PublishError(f"the destination's {INDEX_FILE} has publish format {found!r}; "
                            f"this code writes {PUBLISH_FORMAT}; publish with the immunobench version that wrote it")
     previous = next((s for s in current["submissions"] if s.get("hash16") == sub.hash16), {})
     m, h = sub.manifest, sub.hash16
@@ -187,9 +189,9 @@ def layout(sub: Submission, current: dict | None) -> dict[str, bytes]:
              "rows": rows, "row_count": pq.read_metadata(io.BytesIO(data)).num_rows, "bundle": f"bundles/{h}.zip",
              "reproduction": reproduction, "figures": figures}
     submissions = [s for s in current["submissions"] if s.get("hash16") != h] + [entry]
-    submissions.sort(key=lambda s: (str(s.get("task")), str(s.get("backbone")), str(s.get("run_date")), s["hash16"]))
+    submissions.sort(key=lambda s: tuple(str(s.get(k)) for k in ("task", "backbone", "run_date", "hash16")))
     index = {**current, "publish_format": PUBLISH_FORMAT, "submissions": submissions}
-    files[INDEX_FILE] = (json.dumps(index, indent=1, sort_keys=False) + "\n").encode()
+    files[INDEX_FILE] = (json.dumps(index, indent=1) + "\n").encode()
     files[CARD_FILE] = dataset_card(index).encode()
     return files
 

@@ -107,10 +107,11 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/api/repos/create":
             spec = json.loads(body)
             key = (spec.get("type") or "model", f"{spec['organization']}/{spec['name']}")
-            if key in hub.repos:
-                return self._send(409, {"error": "You already created this repo"})
+            url = f"{hub.url}/{key[0]}s/{key[1]}"
+            if key in hub.repos:  # the Hub's 409 names the existing repo's url; exist_ok reads it
+                return self._send(409, {"error": "You already created this repo", "url": url})
             hub.repos[key] = {"files": {}, "sha": "0" * 40, "variables": {}, "sdk": spec.get("sdk")}
-            return self._send(200, {"url": f"{hub.url}/{key[0]}s/{key[1]}"})
+            return self._send(200, {"url": url})
         if path == "/api/validate-yaml":
             return self._send(200, {"errors": [], "warnings": []})
         m = re.fullmatch(r"/api/(dataset|space|model)s/([^/]+/[^/]+)(/revision/[^/]+)?", path)
