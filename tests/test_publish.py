@@ -258,6 +258,12 @@ def test_hub_commit_equals_the_folder_layout(hub, run_copy, tmp_path, capsys):
     assert all(TOKEN.encode() not in data for data in committed.values())
     assert "Traceback" not in capsys.readouterr().err
 
+    # the run's own bundle is the same bytes; published from the zip alone, nothing changes (figures are kept)
+    zipped = make_bundle(run_copy)
+    assert zipped.read_bytes() == bundle
+    assert _publish(zipped, "--to", tmp_path / "site") == 0
+    assert _tree(tmp_path / "site") == folder
+
 
 def test_second_publish_keeps_the_first_and_separates_backbones(hub, run_copy, tmp_path):
     sd = _variant(run_copy, "CompVis/stable-diffusion-v1-4", "2026-12-24T10:00:00+0000")
