@@ -108,7 +108,8 @@ def load_submission(source: str | Path, log: Callable[[str], None] = print) -> S
         try:
             index = verify_bundle(bundle)
         except BundleError as exc:
-            raise PublishError(f"refused, the bundle does not verify: {exc}") from None
+            reason = str(exc).replace(str(bundle), str(source))  # name the user's file, not our private copy
+            raise PublishError(f"refused, the bundle does not verify: {reason}") from None
         data, contents = bundle.read_bytes(), read_bundle(bundle)
     sub = Submission(bundle=data, index=index, manifest=json.loads(contents[MANIFEST]), results=contents[RESULTS],
                      figures=figures)
