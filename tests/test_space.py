@@ -156,10 +156,30 @@ def test_space_files_pin_gradio_and_need_neither_torch_nor_immunobench():
         assert imported <= allowed, (file, imported - allowed)
 
 
-def test_serve_refuses_a_folder_without_results_in_one_line(tmp_path, capsys):
+def test_serve_refuses_a_folder_without_results_or_without_gradio_in_one_line(tmp_path, capsys, monkeypatch):
     assert main(["leaderboard", "serve", "--from", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no index.json or rows/" in err and "publish" in err
+    _submit(tmp_path, "a" * 16, _rows())
+    monkeypatch.setitem(sys.modules, "gradio", None)  # as if not installed: `import gradio` raises ImportError
+    assert main(["leaderboard", "serve", "--from", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'immunobench[leaderboard]'" in err
+
+
+def test_on_the_space_the_results_are_a_snapshot_of_the_dataset_repo(tmp_path, monkeypatch):
+    pytest.importorskip("gradio", reason="the app needs gradio: pip install -e '.[test]'")
+    import huggingface_hub
+
+    from immunobench.leaderboard.space import app
+
+    asked = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda **kw: asked.append(kw) or str(tmp_path))
+    monkeypatch.delenv("IMMUNOBENCH_RESULTS_DIR", raising=False)
+    monkeypatch.setenv("IMMUNOBENCH_RESULTS", "owner/immunobench-results")
+    assert app.results_dir() == tmp_path and asked == [{"repo_id": "owner/immunobench-results", "repo_type": "dataset"}]
+    monkeypatch.setenv("IMMUNOBENCH_RESULTS_DIR", str(tmp_path / "local"))
+    assert app.results_dir() == tmp_path / "local" and app.results_dir("given") == Path("given")
 
 
 # --- the app in a browser -------------------------------------------------------------------------------------

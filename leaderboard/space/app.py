@@ -145,7 +145,9 @@ def _task_tab(b: board.Board, task: str) -> tuple:
         return (gr.Dropdown(choices=[ALL, *board.attacks(b, task, backbone_name)], value=ALL),
                 gr.Dropdown(choices=names, value=names[0] if names else None))
 
-    backbone.change(on_backbone, inputs=backbone, outputs=[attack, defense])
+    # then redraw: the dropdown's value may not change (the same defense on both backbones), so no change event
+    backbone.change(on_backbone, inputs=backbone, outputs=[attack, defense]).then(
+        per_defense, inputs=[backbone, defense], outputs=[plot, gallery])
     defense.change(per_defense, inputs=[backbone, defense], outputs=[plot, gallery])
     return backbone, defense, plot, gallery, per_defense
 
