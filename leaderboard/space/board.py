@@ -82,7 +82,8 @@ def _read_rows(path: Path, root: Path, entry: dict) -> pd.DataFrame:
     df = df.assign(**{c: v for c, v in fill.items() if c not in df.columns})
     # a run of a card given by path has that path in its task column; the tabs go by the card's name
     task = entry.get("task") or (rel[0] if len(rel) == 3 else None)
-    return df.assign(**({"task": task} if task else {}), schema_version=version, hash16=path.stem, reproduced=df.reproduced.fillna(False).astype(bool))
+    return df.assign(**({"task": task} if task else {}), schema_version=version, hash16=path.stem,
+                     reproduced=df.reproduced.fillna(False).astype(bool))
 
 
 def _manifest(root: Path, hash16: str, problems: list[str]) -> dict | None:
@@ -124,7 +125,8 @@ def load(root: str | Path) -> Board:
         if hash16 not in read and hash16 not in failed:
             problems.append(f"index.json: submission {hash16} has no readable rows file")
         entry["manifest"] = _manifest(root, hash16, problems) if hash16 in read else None
-    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*REQUIRED, "hash16", "backbone"])
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=[*REQUIRED, "attack_config", "split", "hash16", "backbone", "reproduced"])
     return Board(rows, entries, problems, root)
 
 
