@@ -149,6 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the random choice of cells (default 0)")
     p.add_argument("--workers", type=int, default=1, help="processes per re-run (default 1)")
 
+    p = sub.add_parser("leaderboard", help="the leaderboard Space app, run locally")
+    board = p.add_subparsers(dest="leaderboard_command", required=True, metavar="LEADERBOARD_COMMAND", parser_class=_Parser)
+    p = board.add_parser("serve", help="serve the leaderboard app on a published results folder")
+    p.add_argument("--from", dest="root", required=True, metavar="DIR",
+                   help="a folder written by `immunobench publish --to DIR` (index.json, rows/, figures/)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+
     p = sub.add_parser("show", parents=[common], help="show one task card or plugin")
     p.add_argument("kind", choices=("task", "defense", "attack", "metric", "backbone"))
     p.add_argument("name", help="a registered name; a task may be a card file, a backbone a hub id or folder")
@@ -621,16 +629,35 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0 if record["passed"] else EXIT_NOT_REPRODUCED
 
 
+def cmd_leaderboard(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    root = Path(args.root)
+    if not (root / "index.json").is_file() and not (root / "rows").is_dir():
+        raise UserError(f"leaderboard serve --from {root}: no index.json or rows/ there; pass a folder written by "
+                        "`immunobench publish RUN --to DIR`")
+    try:
+        import gradio  # noqa: F401  (an optional extra: the rest of immunobench runs without it)
+    except ImportError:
+        raise UserError("the leaderboard app needs gradio: pip install 'immunobench[leaderboard]'") from None
+    from .leaderboard.space.app import serve
+
+    print(f"leaderboard of {root} on http://{args.host}:{args.port} (Ctrl-C stops it)")
+    serve(root, args.host, args.port)
+
+
 COMMANDS = {"list": cmd_list, "show": cmd_show, "world": cmd_world, "run": cmd_run, "runs": cmd_runs,
             "report": cmd_report, "new": cmd_new, "check-plugin": cmd_check_plugin, "bundle": cmd_bundle,
-            "verify": cmd_verify, "reproduce": cmd_reproduce, "publish": cmd_publish}
+            "verify": cmd_verify, "reproduce": cmd_reproduce, "publish": cmd_publish, "leaderboard": cmd_leaderboard}
+NO_PLUGINS = {"leaderboard"}  # reads published rows only: importing the plugins (and torch) would only slow it
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        _load_plugins(args)
+        if args.command not in NO_PLUGINS:
+            _load_plugins(args)
         return COMMANDS[args.command](args) or 0
     except UserError as exc:
         print(f"immunobench: error: {exc}", file=sys.stderr)
