@@ -180,7 +180,8 @@ def test_world_check_runs_end_to_end_and_writes_the_report(tmp_path, monkeypatch
 
     monkeypatch.setattr(check, "_generate", recording_generate)
     monkeypatch.setattr(lora, "adapt", recording_adapt)
-    report = world_check(tmp_path, n_eval=2, relearn_step=2, personal_step=2, lora_seeds=2, log=lambda _: None)
+    report = world_check(tmp_path, n_eval=2, relearn_step=2, personal_step=2, lora_seeds=2, attack_images=2,
+                         sample_steps=2, log=lambda _: None)
     # a personalized instance is judged on the prompt LoRA learned it under (castle was not, before)
     assert len(personalized) == len(PERSONAL_INSTANCES) and personalized <= generated
     names = [t["name"] for t in report["targets"]]
@@ -198,7 +199,8 @@ def test_world_check_runs_end_to_end_and_writes_the_report(tmp_path, monkeypatch
     assert report["settings"]["lora_seeds"] == [0, 1]
     assert set(report["seconds_per_section"]) == {"judges", "generation", "erase and re-learn", "personalization"}
     assert "mean over LoRA seeds 0, 1" in (tmp_path / "world_report.md").read_text()
-    assert report["settings"]["n_eval"] == 2
+    assert report["settings"]["n_eval"] == 2 and report["settings"]["attack_images"] == 2
+    assert report["settings"]["sampler"]["steps"] == 2  # the smoke run's DDIM steps, recorded
     # the shipped VAE represents the held-out instances (seeds 1 and 2 of world v2 did not: purse 0.65, 0.57)
     assert set(report["details"]["vae_reconstruction"]) == set(PERSONAL_INSTANCES)
     assert min(report["details"]["vae_reconstruction"].values()) > 0.9

@@ -185,36 +185,6 @@ def test_on_the_space_the_results_are_a_snapshot_of_the_dataset_repo(tmp_path, m
 # --- the app in a browser -------------------------------------------------------------------------------------
 
 
-def _publish_to(run_dir: Path, out: Path) -> str:
-    """Stand-in for `immunobench publish RUN --to OUT` until it lands: the same layout, from a finished run."""
-    from immunobench.leaderboard.bundle import make_bundle, verify_bundle
-
-    out.mkdir(parents=True, exist_ok=True)
-    info = verify_bundle(make_bundle(run_dir, out / "bundle.zip"))
-    hash16, manifest = info["content_hash"][:16], json.loads((run_dir / "manifest.json").read_text())
-    (out / "bundles").mkdir()
-    (out / "bundle.zip").rename(out / "bundles" / f"{hash16}.zip")
-    figures = out / "figures" / hash16
-    figures.mkdir(parents=True)
-    for png in sorted((run_dir / "plots").glob("*.png")):
-        shutil.copy(png, figures / png.name)
-    task, backbone = manifest["task_card"]["name"], manifest["model"]["name"]
-    provenance = {"backbone": backbone, "backbone_fingerprint": manifest["model"]["fingerprint"],
-                  "task_card_hash": manifest["task_card"]["hash"], "code_version": manifest["code"]["immunobench"],
-                  "seeds": ",".join(map(str, manifest["resolved"]["seeds"])), "run_date": manifest["date"],
-                  "bundle_hash": hash16, "schema_version": manifest["schema_version"], "reproduced": False}
-    rows = pd.read_parquet(run_dir / "results.parquet").assign(**provenance)
-    (out / "rows" / task / backbone).mkdir(parents=True)
-    rows.to_parquet(out / "rows" / task / backbone / f"{hash16}.parquet")
-    entry = {**{k: v for k, v in provenance.items() if k not in ("bundle_hash", "seeds")}, "hash16": hash16,
-             "content_hash": info["content_hash"], "task": task, "defenses": manifest["resolved"]["defenses"],
-             "attacks": manifest["resolved"]["attacks"], "seeds": manifest["resolved"]["seeds"], "rows": len(rows),
-             "figures": [f"figures/{hash16}/{p.name}" for p in sorted(figures.iterdir())]}
-    (out / "index.json").write_text(json.dumps({"publish_format": 1, "submissions": [entry]}, indent=1))
-    (out / "README.md").write_text("# immunobench results\n")
-    return hash16
-
-
 def _browser_missing() -> str | None:
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
     for module in ("selenium", "gradio"):
@@ -239,17 +209,40 @@ def _js_number(value: float) -> str:
 
 
 @pytest.fixture(scope="module")
-def served(finished, tmp_path_factory):
-    """(url, published folder, hash16) of `immunobench leaderboard serve` on the finished run, published, plus an
-    older schema-1 submission of another card (a second tab)."""
-    reason = _browser_missing()
-    if reason:
-        pytest.skip(reason)
-    _, _, run_dir = finished
-    out = tmp_path_factory.mktemp("published")
-    hash16 = _publish_to(Path(run_dir), out)
-    old = pd.read_parquet(Path(run_dir) / "results.parquet").replace({"defense": {"mima": "mima-v0"}})
+def published(finished, small_card, tmp_path_factory):
+    """The submission path end to end, as docs/submitting.md gives it: `new defense mydef` → edit → `check-plugin`
+    → `run --plugin` → `bundle` → `verify` → `publish --to`, beside the session's finished MIMA run (published
+    from its folder) and an older schema-1 submission of another card (a second tab). → (folder, steps' output)."""
+    tmp = tmp_path_factory.mktemp("submit")
+    out, runs, said = tmp / "published", tmp / "runs", {}
+    assert main(["new", "defense", "mydef", "--out", str(tmp)]) == 0
+    plugin = tmp / "mydef.py"
+    source = plugin.read_text()
+    plugin.write_text(source.replace("default=1e-4", "default=1e-3"))  # the author's edit: a larger step
+    check = subprocess.run([sys.executable, "-m", "immunobench.cli", "check-plugin", str(plugin)],
+                           capture_output=True, text=True)
+    said["check"] = (check.returncode, check.stdout + check.stderr)
+    store = tmp / "store"
+    shutil.copytree(finished[0] / "store", store)  # none's cells come from the session's run; mydef's are computed
+    run = subprocess.run([sys.executable, "-m", "immunobench.cli", "run", "--plugin", str(plugin), "--defense", "mydef",
+                          "--task", str(small_card), "--groups", "2c-1", "--store", str(store), "--out", str(runs),
+                          "--name", "mydef-run", "--sample-steps", "2", "--set", "mydef.steps=2", "--quiet"],
+                         capture_output=True, text=True)
+    said["run"] = (run.returncode, run.stderr[-2000:])
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert main(["bundle", "mydef-run", "--out", str(runs)]) == 0
+    said["verify"] = main(["verify", str(runs / "mydef-run.bundle.zip")])
+    said["publish"] = main(["publish", "mydef-run", "--out", str(runs), "--to", str(out)])
+    assert main(["publish", str(finished[2]), "--to", str(out)]) == 0
+    old = pd.read_parquet(Path(finished[2]) / "results.parquet").replace({"defense": {"mima": "mima-v0"}})
     _submit(out, "0" * 16, old, task="relearn-old", version=1, reproduced=True, code="0.0.9")
+    return out, said
+
+
+@pytest.fixture(scope="module")
+def served(published):
+    """The url of `immunobench leaderboard serve --from` the published folder."""
+    out, _ = published
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "GRADIO_ANALYTICS_ENABLED": "False"}
@@ -267,7 +260,7 @@ def served(finished, tmp_path_factory):
                 server.kill()
                 pytest.fail(f"leaderboard serve did not come up: {(out.parent / 'serve.log').read_text()[-2000:]}")
             time.sleep(0.5)
-    yield url, out, hash16
+    yield url
     server.terminate()
     server.wait(10)
     log.close()
@@ -275,6 +268,9 @@ def served(finished, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(served):
+    reason = _browser_missing()
+    if reason:
+        pytest.skip(reason)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -291,12 +287,36 @@ def browser(served):
     shutil.rmtree(profile, ignore_errors=True)
 
 
-def test_the_app_in_chromium_shows_the_published_run_and_its_filters_and_tabs_work(served, browser, tmp_path):
+def test_the_submission_path_end_to_end(published, served):
+    """new → edit → check-plugin → run → bundle → verify → publish --to → leaderboard serve (the fixture runs the
+    steps; this checks what each one left)."""
+    out, said = published
+    assert said["check"] == (0, said["check"][1]) and "registers defense mydef" in said["check"][1], said["check"]
+    assert said["verify"] == 0 and said["publish"] == 0
+    mine = next(s for s in json.loads((out / "index.json").read_text())["submissions"] if "mydef" in s["defenses"])
+    rows = pd.read_parquet(out / mine["rows"])
+    assert set(rows.defense) == {"none", "mydef"} and (rows.bundle_hash == mine["content_hash"]).all()
+    with zipfile.ZipFile(out / mine["bundle"]) as z:
+        entry = json.loads(z.read("manifest.json"))["resolved"]["plugins"]["mydef"]
+        assert entry["config"]["lr"] == 1e-3 and entry["source"]["lr"] == "paper default"  # the edited file ran
+        assert z.read("plugins/mydef.py").decode().count("default=1e-3") == 1
+    table = board.main_table(board.load(out), "relearn-small", "tiny-sd")
+    assert {"mima", "mydef"} <= {d.split(" [")[0] for d in table["defense"]}
+    page = urllib.request.urlopen(served + "config", timeout=10).read().decode()
+    assert "mydef" in page and mine["hash16"] in page  # the server holds the published rows
+
+
+def test_the_app_in_chromium_shows_the_published_run_and_its_filters_and_tabs_work(published, served, browser,
+                                                                                      tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    url, out, hash16 = served
-    expected = board.main_table(board.load(out), "relearn-small", "tiny-sd").iloc[0]
+    url, (out, _) = served, published
+    index = json.loads((out / "index.json").read_text())["submissions"]
+    mima = next(s for s in index if "mima" in s["defenses"])
+    hash16 = mima["hash16"]
+    table = board.main_table(board.load(out), "relearn-small", "tiny-sd")
+    expected = table[table.defense.str.startswith("mima")].iloc[0]
 
     def visible(css: str) -> str:  # the text of the open tab's elements (the other tabs' are hidden)
         return "\n".join(e.text for e in browser.find_elements(By.CSS_SELECTOR, css) if e.is_displayed())
@@ -319,7 +339,7 @@ def test_the_app_in_chromium_shows_the_published_run_and_its_filters_and_tabs_wo
     assert {"mima [tiny-sd preset, --set]", "lora", "default", hash16, "no", "tiny-sd"} <= cells, table
     for column in ("MSGR C", "MSGR D", "MSGR L", "MRSGR L", "acc others"):
         assert _js_number(expected[column]) in cells, (column, expected[column], table)
-    figures = {Path(p).name for p in json.loads((out / "index.json").read_text())["submissions"][0]["figures"]}
+    figures = {Path(p).name for p in mima["figures"]}
     shown = " ".join(browser.execute_script(loaded))  # drawn from the server, not just listed
     assert all(Path(f).stem in shown for f in figures), (figures, shown)
     assert browser.find_elements(By.CSS_SELECTOR, ".ib-plot canvas, .ib-plot img, .ib-plot svg")
@@ -330,9 +350,9 @@ def test_the_app_in_chromium_shows_the_published_run_and_its_filters_and_tabs_wo
 
     # a filter: reproduced only empties this tab (the run has not been reproduced) and unticking restores it
     click(".ib-reproduced input[type=checkbox]")
-    wait.until(lambda d: "0 of 1 rows" in visible(".ib-count") and "mima" not in visible(".ib-table"))
+    wait.until(lambda d: "0 of 2 rows" in visible(".ib-count") and "mima" not in visible(".ib-table"))
     click(".ib-reproduced input[type=checkbox]")
-    wait.until(lambda d: "1 of 1 rows" in visible(".ib-count") and "mima" in visible(".ib-table"))
+    wait.until(lambda d: "2 of 2 rows" in visible(".ib-count") and "mima" in visible(".ib-table"))
 
     # another tab: the older card's schema-1 submission, reproduced, under its own name
     open_tab("relearn-old")
