@@ -60,11 +60,12 @@ def small_card(tmp_path_factory) -> Path:
 
 
 def small_config(card, tmp, defenses=("mima",), name="r1", store="store"):
-    """A run of ``card`` on group 2c-1 of the shipped tiny-sd, 2 sampling steps, MIMA at 2 steps."""
+    """A run of ``card`` on group 2c-1 of the shipped tiny-sd, 2 sampling steps, MIMA at 2 steps, computed in
+    this process (worker processes cost more than these cells; tests of the worker path ask for them)."""
     from immunobench.runner import RunConfig
 
     return RunConfig(task=str(card), defenses=defenses, groups=(GROUP,), model="tiny-sd", out=str(tmp / "runs"),
-                     store=str(tmp / store), name=name, sample_steps=2, overrides={"mima": {"steps": 2}})
+                     store=str(tmp / store), name=name, sample_steps=2, overrides={"mima": {"steps": 2}}, workers=1)
 
 
 @pytest.fixture(scope="session")

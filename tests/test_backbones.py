@@ -94,20 +94,19 @@ def test_missing_component_and_bad_path(tiny_sd_folder, tmp_path):
         load_backbone("./does/not/exist")
 
 
-def test_cli_show_backbone_loads_and_refuses_pickles_without_flag(tiny_sd_folder, tmp_path):
-    import subprocess
-    import sys
+def test_cli_show_backbone_loads_and_refuses_pickles_without_flag(tiny_sd_folder, tmp_path, capsys):
+    from immunobench.cli import main
 
-    cli = [sys.executable, "-m", "immunobench.cli", "show", "backbone"]
-    r = subprocess.run([*cli, str(tiny_sd_folder)], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    assert "UNet2DConditionModel" in r.stdout and "49408 tokens" in r.stdout
+    cli = ["show", "backbone"]
+    assert main([*cli, str(tiny_sd_folder)]) == 0
+    out = capsys.readouterr().out
+    assert "UNet2DConditionModel" in out and "49408 tokens" in out
     folder = tmp_path / "pickled"
     shutil.copytree(tiny_sd_folder, folder)
     weights = folder / "vae" / "diffusion_pytorch_model.safetensors"
     torch.save(load_file(weights), folder / "vae" / "diffusion_pytorch_model.bin")
     weights.unlink()
-    r = subprocess.run([*cli, str(folder)], capture_output=True, text=True)
-    assert r.returncode == 2 and "--allow-pickle" in r.stderr and "Traceback" not in r.stderr
-    r = subprocess.run([*cli, str(folder), "--allow-pickle"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    assert main([*cli, str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "--allow-pickle" in err and "Traceback" not in err
+    assert main([*cli, str(folder), "--allow-pickle"]) == 0

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from immunobench.cli import main
+from immunobench.leaderboard.bundle import read_bundle
 from immunobench.scaffold import new_defense
+from immunobench.store import Store
 
 from conftest import GROUP
 
@@ -53,30 +56,32 @@ def test_an_installed_plugin_package_is_found_by_its_entry_point_and_runs(finish
     venv = _venv_with_package(tmp_path)
     python = str(venv / "bin" / "python")
     cli = [python, "-m", "immunobench.cli"]
-    listed = subprocess.run(cli + ["list", "defenses"], capture_output=True, text=True, check=True).stdout
-    assert "epdef" in listed
-    # the package is in this venv only: the project's own interpreter does not see it
-    outer = subprocess.run([sys.executable, "-m", "immunobench.cli", "list", "defenses"], capture_output=True,
-                           text=True, check=True).stdout
-    assert "epdef" not in outer
+    found = "from importlib.metadata import entry_points; print([e.name for e in entry_points(group='immunobench.plugins')])"
+    assert "epdef" in subprocess.run([python, "-c", found], capture_output=True, text=True, check=True).stdout
+    # the package is in that venv only: the project's own interpreter does not see it
+    assert "epdef" not in subprocess.run([sys.executable, "-c", found], capture_output=True, text=True,
+                                         check=True).stdout
 
     tmp, _, _ = finished
     store = tmp_path / "store"
     shutil.copytree(tmp / "store", store)  # the none cells come from the shared run; only epdef's are computed
     run = subprocess.run(cli + ["run", "--task", str(small_card), "--defense", "epdef", "--groups", GROUP,
                                 "--out", str(tmp_path / "runs"), "--store", str(store), "--name", "ep",
-                                "--sample-steps", "2", "--set", "epdef.steps=2", "--quiet"],
+                                "--sample-steps", "2", "--set", "epdef.steps=2", "--workers", "1", "--quiet"],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     run_dir = tmp_path / "runs" / "ep"
     results = pd.read_parquet(run_dir / "results.parquet")
     scored = results[(results.defense == "epdef") & (results.metric == "MRSGR/L")]
     assert len(scored) == 1 and scored.value.notna().all()
-    entry = json.loads((run_dir / "manifest.json").read_text())["resolved"]["plugins"]["epdef"]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    entry = manifest["resolved"]["plugins"]["epdef"]
     installed = next((venv / "lib").glob("python3*/site-packages")) / "epdef_plugin.py"
     assert Path(entry["file"]).resolve() == installed.resolve() and entry["source_sha256"] != "no-source"
 
-    bundled = subprocess.run(cli + ["bundle", str(run_dir)], capture_output=True, text=True)
-    assert bundled.returncode == 0, bundled.stderr
-    verified = subprocess.run(cli + ["verify", f"{run_dir}.bundle.zip"], capture_output=True, text=True)
-    assert verified.returncode == 0 and "epdef" in verified.stdout, verified.stderr
+    assert Store(tmp / "store").has(next(c for c in manifest["cells"] if c["defense"] == "none")["attack_key"])
+
+    # bundling reads the installed file the manifest names (in this process: no registry involved)
+    assert main(["bundle", str(run_dir)]) == 0
+    assert main(["verify", f"{run_dir}.bundle.zip"]) == 0
+    assert read_bundle(f"{run_dir}.bundle.zip")["plugins/epdef.py"] == installed.read_bytes()

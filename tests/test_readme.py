@@ -24,7 +24,11 @@ def _defense_block() -> str:
     return blocks[0]
 
 
-def test_readme_defense_block_runs_through_one_cell(tmp_path):
+def test_readme_defense_block_runs_through_one_cell(finished, small_card, tmp_path):
+    """On the session's small card, in a copy of its finished run's store: the none cell and the start
+    model come from there (asserted below), so only the README defense's cells are computed."""
+    import shutil
+
     from immunobench.runner import SCHEMA_VERSION
     from immunobench.store import Store
 
@@ -33,10 +37,10 @@ def test_readme_defense_block_runs_through_one_cell(tmp_path):
     plugin = tmp_path / "readme_defense.py"
     plugin.write_text(code)
     group = "2c-1"
-    args = [sys.executable, "-m", "immunobench.cli", "run", "--plugin", str(plugin), "--defense", name, "--task", "relearn-style", "--groups", group,
-            "--checkpoints", "0", "2", "--report-step", "2", "--eval-images", "2", "--sample-steps", "2",
-            "--workers", "1", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "runs"),
-            "--name", "readme", "--quiet"]
+    shutil.copytree(finished[0] / "store", tmp_path / "store")
+    args = [sys.executable, "-m", "immunobench.cli", "run", "--plugin", str(plugin), "--defense", name, "--task",
+            str(small_card), "--groups", group, "--sample-steps", "2", "--workers", "1", "--store",
+            str(tmp_path / "store"), "--out", str(tmp_path / "runs"), "--name", "readme", "--quiet"]
     # a fresh process, so the README's defense stays out of this process's registry
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)
@@ -55,6 +59,8 @@ def test_readme_defense_block_runs_through_one_cell(tmp_path):
     assert pq.read_schema(run / "results.parquet").metadata[b"immunobench.schema_version"] == str(SCHEMA_VERSION).encode()
     cells = {c["defense"]: c for c in manifest["cells"]}
     assert cells[name]["model_key"] != cells["none"]["model_key"]
+    shared = Store(finished[0] / "store")
+    assert shared.has(cells["none"]["attack_key"])  # the none cell is the session run's
     store = Store(tmp_path / "store")
     immunized = store.get(cells[name]["model_key"])
     targets = list(manifest["groups"][group])

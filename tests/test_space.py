@@ -226,7 +226,7 @@ def published(finished, small_card, tmp_path_factory):
     shutil.copytree(finished[0] / "store", store)  # none's cells come from the session's run; mydef's are computed
     run = subprocess.run([sys.executable, "-m", "immunobench.cli", "run", "--plugin", str(plugin), "--defense", "mydef",
                           "--task", str(small_card), "--groups", "2c-1", "--store", str(store), "--out", str(runs),
-                          "--name", "mydef-run", "--sample-steps", "2", "--set", "mydef.steps=2", "--quiet"],
+                          "--name", "mydef-run", "--sample-steps", "2", "--set", "mydef.steps=2", "--workers", "1", "--quiet"],
                          capture_output=True, text=True)
     said["run"] = (run.returncode, run.stderr[-2000:])
     assert run.returncode == 0, run.stderr[-2000:]

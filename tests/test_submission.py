@@ -2,13 +2,13 @@
 docstring says; `check-plugin` names every problem of a broken file, one line each, and exits 2."""
 import copy
 import importlib.util
-import subprocess
 import sys
 
 import pytest
 import torch
 
 import immunobench.plugins as plugins
+from immunobench.cli import main
 from immunobench.diffusion import diffusion_loss, encode_images, encode_prompts
 from immunobench.errors import UserError
 from immunobench.plugin_check import check_file
@@ -68,18 +68,20 @@ def test_check_plugin_passes_a_good_file_and_reports_all_problems_of_a_bad_one(t
     assert len(problems) == 2 and "version" in problems[0] and "help text" in problems[1]
 
 
-def test_new_defense_passes_check_plugin_in_a_fresh_interpreter(tmp_path):
-    cli = [sys.executable, "-m", "immunobench.cli"]
-    made = subprocess.run([*cli, "new", "defense", "my-def", "--out", str(tmp_path)], capture_output=True, text=True)
-    assert made.returncode == 0, made.stderr
+def test_new_defense_passes_check_plugin_in_a_fresh_interpreter(tmp_path, capsys):
+    """check-plugin imports the file in a fresh interpreter of its own, so the CLI is called in-process here."""
+    assert main(["new", "defense", "my-def", "--out", str(tmp_path)]) == 0
     file = tmp_path / "my_def.py"
-    ok = subprocess.run([*cli, "check-plugin", str(file)], capture_output=True, text=True)
-    assert ok.returncode == 0 and ok.stdout.startswith(f"ok: {file} registers defense my-def"), ok.stderr
+    capsys.readouterr()
+    assert main(["check-plugin", str(file)]) == 0
+    assert capsys.readouterr().out.startswith(f"ok: {file} registers defense my-def")
     file.write_text(file.read_text().replace('version = "0.1"', 'version = ""'))
-    bad = subprocess.run([*cli, "check-plugin", str(file)], capture_output=True, text=True)
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "version" in bad.stderr
-    again = subprocess.run([*cli, "new", "defense", "my-def", "--out", str(tmp_path)], capture_output=True, text=True)
-    assert again.returncode == 2 and "--force" in again.stderr and "Traceback" not in again.stderr
+    assert main(["check-plugin", str(file)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "version" in err
+    assert main(["new", "defense", "my-def", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--force" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("name", ["My Def", "mima", "class"])
@@ -111,10 +113,10 @@ def test_the_template_raises_the_targets_loss_and_changes_only_cross_attention_k
     assert after > before
 
 
-def test_check_plugin_cli_on_a_missing_file(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "immunobench.cli", "check-plugin", str(tmp_path / "nope.py")],
-                          capture_output=True, text=True)
-    assert proc.returncode == 2 and "no such file" in proc.stderr and "Traceback" not in proc.stderr
+def test_check_plugin_cli_on_a_missing_file(tmp_path, capsys):
+    assert main(["check-plugin", str(tmp_path / "nope.py")]) == 2
+    err = capsys.readouterr().err
+    assert "no such file" in err and "Traceback" not in err
 
 
 def test_source_hash_follows_the_plugin_file(tmp_path, monkeypatch):
