@@ -4,6 +4,7 @@ images use seeds disjoint from the reported ones, and the worst case excludes a 
 others even where it re-learns the targets best — on synthetic rows and through the real runner."""
 import copy
 import json
+import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -12,7 +13,6 @@ import pandas as pd
 import pytest
 import yaml
 
-from immunobench.cards import get_card
 from immunobench.progress import Progress
 from immunobench.runner import RunConfig, Runner
 from immunobench.store import Store, read_image_sets
@@ -90,18 +90,6 @@ def test_without_target_accuracy_the_dino_similarity_to_the_references_decides()
 
 
 # --- through the runner -----------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def small_card(tmp_path_factory) -> Path:
-    """relearn-style shrunk to seconds: 2 images per set, checkpoints 0 and 2."""
-    card = get_card("relearn-style").model_dump(mode="json", exclude={"path"})
-    card.update(task="relearn-small", checkpoints=[0, 2], report_step=2,
-                data={"source": "generated", "defense_images": 2, "attack_images": 2, "eval_images": 2},
-                regularization={"prompt": "artwork", "images": 2})
-    path = tmp_path_factory.mktemp("cards") / "relearn-small.yaml"
-    path.write_text(yaml.safe_dump(card, sort_keys=False))
-    return path
-
-
 def _config(card, tmp, name, sweep=None, **kw):
     return RunConfig(task=str(card), defenses=("none",), groups=(GROUP,), model="tiny-sd", out=str(tmp / "runs"),
                      store=str(tmp / "store"), name=name, sample_steps=2, attack_sweep=sweep or {}, workers=1, **kw)
@@ -113,8 +101,10 @@ def _run(cfg) -> tuple[Runner, Path]:
 
 
 @pytest.fixture(scope="module")
-def plain_then_sweep(small_card, tmp_path_factory):
+def plain_then_sweep(finished, small_card, tmp_path_factory):
+    """The plain run (none only) in a copy of the session run's store: its images and none cells come from there."""
     tmp = tmp_path_factory.mktemp("sweep")
+    shutil.copytree(finished[0] / "store", tmp / "store")
     plain = _run(_config(small_card, tmp, "plain"))
     swept = _run(_config(small_card, tmp, "swept", SWEEP))
     return tmp, plain, swept
