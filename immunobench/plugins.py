@@ -216,7 +216,12 @@ def source_hash(plugin_cls: type) -> str:
 
 @functools.lru_cache(maxsize=None)
 def _file_hash(path: str, mtime_ns: int, size: int) -> str:  # an edited file is hashed again
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    return source_digest(Path(path).read_bytes())
+
+
+def source_digest(source: bytes) -> str:
+    """The SHA-256 (16 hex digits) a plugin's source is known by: in stage keys, manifests and bundles."""
+    return hashlib.sha256(source).hexdigest()[:16]
 
 
 def plugin_label(plugin_cls: type) -> str:

@@ -16,6 +16,8 @@ import json
 import zipfile
 from pathlib import Path
 
+from immunobench.plugins import source_digest
+
 BUNDLE_FORMAT = 1
 RESULTS, MANIFEST, INDEX = "results.parquet", "manifest.json", "bundle.json"
 # the columns every schema version this code reads has (version 2 added attack_config and split)
@@ -47,8 +49,8 @@ def _plugin_sources(manifest: dict, repo_root: Path) -> dict[str, bytes]:
         if not path.is_file():
             raise BundleError(f"plugin {name}: its file {path} is gone; restore it (or rerun) to bundle this run")
         data = path.read_bytes()
-        if _sha256(data)[:16] != expected:
-            raise BundleError(f"plugin {name}: {path} changed since the run (source hash {_sha256(data)[:16]}, "
+        if source_digest(data) != expected:
+            raise BundleError(f"plugin {name}: {path} changed since the run (source hash {source_digest(data)}, "
                               f"the run's {expected}); rerun with this file, or restore the file the run used")
         out[name] = data
     return out
@@ -129,7 +131,7 @@ def verify_bundle(path: str | Path) -> dict:
     _check_schema(path, index, manifest, contents[RESULTS], SCHEMA_VERSION)
     for name, entry in manifest.get("resolved", {}).get("plugins", {}).items():
         source = contents.get(f"plugins/{name.replace('/', '_')}.py")
-        if source is None or _sha256(source)[:16] != entry.get("source_sha256"):
+        if source is None or source_digest(source) != entry.get("source_sha256"):
             raise BundleError(f"{path}: the source of plugin {name} is not the file the run used "
                               f"(manifest source hash {entry.get('source_sha256')})")
     return index

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .bundle import MANIFEST, RESULTS, BundleError, make_bundle, read_bundle, verify_bundle
+from .bundle import MANIFEST, RESULTS, BundleError, _sha256, make_bundle, read_bundle, verify_bundle
 
 PUBLISH_FORMAT = 1
 INDEX_FILE, CARD_FILE = "index.json", "README.md"
@@ -42,10 +42,6 @@ REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 class PublishError(Exception):
     """A publish that cannot go ahead; the message is the reason and the fix, one line."""
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _git_blob_oid(data: bytes) -> str:

@@ -5,18 +5,13 @@ training images and the mean over generations; then through the runner on a card
 ``nn/*`` rows for every target and checkpoint, ``nn-ref/*`` once per concept, the score stage keyed on
 the training images, and the leaderboard's memorization block.
 """
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-import yaml
 
-from immunobench.cards import get_card
 from immunobench.metrics.scores import MEMORIZATION_ROLES, nearest_distance, nearest_distances
 from immunobench.plugins import get_metric
-from immunobench.progress import Progress
-from immunobench.runner import RunConfig, Runner
 from immunobench.store import read_image_sets
 from immunobench.world.render import render_batch
 
@@ -72,30 +67,14 @@ def test_empty_sets_are_refused(renders):
 
 
 @pytest.fixture(scope="module")
-def small_card(tmp_path_factory) -> Path:
-    """relearn-style with every count shrunk: 2 images per set, checkpoints 0 and 2."""
-    card = get_card("relearn-style").model_dump(mode="json", exclude={"path"})
-    card.update(task="relearn-memo", checkpoints=[0, 2], report_step=2,
-                data={"source": "generated", "defense_images": 2, "attack_images": 2, "eval_images": 2},
-                regularization={"prompt": "artwork", "images": 2})
-    path = tmp_path_factory.mktemp("cards") / "relearn-memo.yaml"
-    path.write_text(yaml.safe_dump(card, sort_keys=False))
-    return path
-
-
-@pytest.fixture(scope="module")
-def finished(small_card, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("memo")
-    cfg = RunConfig(task=str(small_card), defenses=("mima",), groups=(GROUP,), model="tiny-sd",
-                    out=str(tmp / "runs"), store=str(tmp / "store"), name="m", sample_steps=2,
-                    overrides={"mima": {"steps": 2}}, workers=1)
-    runner = Runner(cfg, Progress(False), log=lambda _: None)
-    run_dir = runner.run()
+def memo(finished):
+    """The session's finished small run (MIMA and none on 2c-1): (runner, run folder, its rows)."""
+    _, runner, run_dir = finished
     return runner, run_dir, pd.read_parquet(run_dir / "results.parquet")
 
 
-def test_runner_rows_for_every_target_and_step_and_references_once(finished):
-    runner, _, results = finished
+def test_runner_rows_for_every_target_and_step_and_references_once(memo):
+    runner, _, results = memo
     group = runner.card.group(GROUP)
     per_concept = results[results.concept != "*"]
     for defense in ("none", "mima"):
@@ -114,9 +93,9 @@ def test_runner_rows_for_every_target_and_step_and_references_once(finished):
         assert set(star.step) == set(runner.checkpoints)
 
 
-def test_rows_are_the_distance_to_the_attackers_training_images(finished):
+def test_rows_are_the_distance_to_the_attackers_training_images(memo):
     """Recomputed from the stored generations and the attack split: not the references, not the defense split."""
-    runner, _, results = finished
+    runner, _, results = memo
     cell = next(c for c in runner.cells if c["defense"] == "mima")
     images = {k: v.float() / 127.5 - 1 for k, v in read_image_sets(runner.store.get(cell["attack_key"])).items()}
     data, _ = runner.task_data(runner.card.group(GROUP), 0)
@@ -131,9 +110,9 @@ def test_rows_are_the_distance_to_the_attackers_training_images(finished):
             nearest_distance(runner.judges[role], data.references[concept], data.attack[concept].images), abs=1e-6)
 
 
-def test_the_score_stage_is_keyed_on_the_training_images(finished):
+def test_the_score_stage_is_keyed_on_the_training_images(memo):
     """Cached scores of other training images (or of none: a run before these rows) are not reused."""
-    runner, _, _ = finished
+    runner, _, _ = memo
     cell = next(c for c in runner.cells if c["defense"] == "none")
     images = {k: v.float() / 127.5 - 1 for k, v in read_image_sets(runner.store.get(cell["attack_key"])).items()}
     data, keys = runner.task_data(runner.card.group(GROUP), 0)
@@ -147,8 +126,8 @@ def test_the_score_stage_is_keyed_on_the_training_images(finished):
     assert runner.stats["computed"]["score"]["count"] == 1
 
 
-def test_leaderboard_prints_the_memorization_block(finished):
-    _, run_dir, _ = finished
+def test_leaderboard_prints_the_memorization_block(memo):
+    _, run_dir, _ = memo
     text = (run_dir / "leaderboard.md").read_text()
     assert "## Memorization at step 2" in text
     block = text.split("## Memorization")[1].split("\n## ")[0]

@@ -3,6 +3,7 @@ after SIGKILL, sharing of the no-defense cells, the manifest's provenance and th
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -399,7 +400,7 @@ def test_a_constraint_publishing_defense_is_also_attacked_without_its_constraint
            "freeze_ratio": 0.6, "c_sparsity": 300.0, "init": "code"}  # code: U(0, 1), all frozen at first
     cfg = RunConfig(task=str(small_card), defenses=("freezeasguard",), groups=(GROUP,), model="tiny-sd",
                     out=str(tmp / "runs"), store=str(tmp / "store"), name="fag", sample_steps=2,
-                    overrides={"freezeasguard": fag})
+                    overrides={"freezeasguard": fag}, workers=1)
     runner = Runner(cfg, Progress(False), log=lambda _: None)
     assert runner.defenses == ["none", "freezeasguard", "freezeasguard/unconstrained"]
     run_dir = runner.run()
@@ -428,7 +429,7 @@ def test_workers_immunize_once_for_the_cells_of_several_attacks(small_card, tmp_
     assert runner.stats["computed"]["attack"]["count"] == 4
 
 
-def test_a_killed_immunize_stage_resumes_from_its_snapshot(small_card, tmp_path, monkeypatch):
+def test_a_killed_immunize_stage_resumes_from_its_snapshot(finished, small_card, tmp_path, monkeypatch):
     """MIMA's stage dies after 2 of its 4 steps: the rerun says so, goes on from step 2, completes the
     run, and deletes the snapshot. That the resumed tensors equal a never-killed run's is
     tests/test_snapshot.py's, for every defense."""
@@ -446,6 +447,7 @@ def test_a_killed_immunize_stage_resumes_from_its_snapshot(small_card, tmp_path,
                 raise Killed
             return written
 
+    shutil.copytree(finished[0] / "store", tmp_path / "store")  # the images and none's cell: the session run's
     cfg = replace(_config(small_card, tmp_path), workers=1, snapshot_every_s=0.0, overrides={"mima": {"steps": 4}})
     monkeypatch.setattr(runner_module, "LoopSnapshot", Dying)
     with pytest.raises(Killed):
