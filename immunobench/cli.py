@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="tiny-sd", help="backbone name, hub id or local folder (default: tiny-sd)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: cpu)")
     p.add_argument("--out", default="runs", help="folder of run folders (default: runs/)")
-    p.add_argument("--store", default=None, help="artifact store shared by runs (default: ~/.cache/immunobench/store)")
+    p.add_argument("--store", default=None, help="artifact store shared by runs: a folder or a URL, e.g. "
+                   "s3://bucket/store (docs/distributed.md; default: ~/.cache/immunobench/store)")
     p.add_argument("--name", default="", help="run folder name inside --out (default: <task>-<date>-<time>)")
     p.add_argument("--eval-images", type=int, default=0, help="generations per concept and checkpoint (default: the card's)")
     p.add_argument("--checkpoints", nargs="+", type=int, default=[],

@@ -98,7 +98,7 @@ class RunConfig:
     model: str = "tiny-sd"
     device: str = "cpu"
     out: str = "runs"
-    store: str = str(DEFAULT_STORE)
+    store: str = str(DEFAULT_STORE)  # a folder or an fsspec URL (s3://…, gs://…, memory://…): store.Store
     name: str = ""  # one folder name inside ``out``; empty = <task>-<date>-<time>
     # Overrides of the card, validated by the card's own rules (checkpoints strictly increasing,
     # the report step one of them): an override the card would reject stops the run before it starts.
@@ -252,7 +252,8 @@ class Runner:
         self.configs: dict[str, Resolved] = {name: self.resolved_config(cls, name) for name, cls in self._plugins()}
         self.variants: dict[str, list[Variant]] = self._sweep_variants()
         self.run_dir = run_folder(cfg.out, cfg.name, self.card.task)
-        check_writable(cfg.store, "--store")
+        if not self.store.remote:  # a remote store is probed by its first write; a bad URL failed in Store()
+            check_writable(self.store.root, "--store")
         self.stats = {"computed": {}, "cached": {}}
         self.failures: list[dict] = []
         self.keys: dict[str, list[str]] = {}
