@@ -148,8 +148,9 @@ class Store:
         """Write atomically; if another writer finished the same key first, keep theirs (same inputs)."""
         from safetensors.torch import save_file
 
-        if self.has(key):
-            return self.get(key)
+        existing = self.get(key)  # one marker read on a remote store, not has() and then get()
+        if existing is not None:
+            return existing
         self._tmp.mkdir(parents=True, exist_ok=True)
         tmp = self._tmp / f"{key}.{uuid.uuid4().hex}"
         tmp.mkdir()
@@ -236,7 +237,10 @@ class Store:
                 staged.rename(cached)  # the reader's cache gets what was just uploaded
             except OSError:  # a reader of this machine downloaded it meanwhile
                 pass
-        return Artifact(cached) if (cached / "meta.json").exists() else self._download(key, self._read_marker(key))
+        # the marker standing is the one this writer committed: no need to read it back again
+        if (cached / "meta.json").exists():
+            return Artifact(cached)
+        return self._download(key, {"writer": writer, "files": files})
 
     def _commit(self, key: str, writer: str, files: list[str]) -> bool:
         """Create the marker naming ``writer``; True when it is this writer's marker that stands."""
