@@ -106,8 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sweep attack config fields (or the budget, ATTACK.report_step, a checkpoint), e.g. "
                         "lora.lr=1e-4,1e-3 lora.rank=4,16: each attack runs the product of the values plus its "
                         "default; the leaderboard adds the worst case over the sweep within the card's epsilon")
-    p.add_argument("--workers", type=int, default=0,
-                   help="processes computing the grid's stages, one thread each (default: one per core on CPU, 1 on a GPU)")
+    p.add_argument("--jobs", "--workers", dest="workers", type=int, default=0, metavar="N",
+                   help="local executor: processes computing the grid's stages, one thread each (default: one per "
+                        "core on CPU, 1 on a GPU); ray: the CPUs of a local Ray instance")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="where stages run: worker processes on this machine (default) or Ray tasks, each with its "
+                        "resource needs (one CPU; one GPU on CUDA), retried when a worker dies")
+    p.add_argument("--address", default="",
+                   help="--executor ray: the cluster to join (auto, ray://head:10001; default: start a local Ray "
+                        "instance); its nodes need this immunobench and a store they all reach (s3://, gs://, a shared folder)")
     p.add_argument("--snapshot-every", type=float, default=300.0, metavar="SECONDS",
                    help="seconds between snapshots of an immunization's training loop; a rerun of a killed run "
                         "resumes it from the last one (default 300; 0: every step)")
@@ -236,7 +243,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.snapshot_every < 0:
         raise UserError(f"--snapshot-every must be >= 0 seconds, got {args.snapshot_every}")
     if args.workers < 0:
-        raise UserError(f"--workers must be >= 1 (or 0 for one per core), got {args.workers}")
+        raise UserError(f"--jobs must be >= 1 (or 0 for one per core), got {args.workers}")
+    if args.address and args.executor != "ray":
+        raise UserError("--address names a Ray cluster: add --executor ray")
     _check_device(args.device)
     cfg = RunConfig(task=args.task, defenses=tuple(args.defense), attacks=tuple(args.attack or ()),
                     groups=tuple(args.groups), seeds=tuple(dict.fromkeys(args.seeds)), model=args.model,
@@ -244,7 +253,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                     eval_images=args.eval_images, checkpoints=tuple(args.checkpoints),
                     report_step=args.report_step, sample_steps=args.sample_steps,
                     overrides=_parse_overrides(args.set), include_paths=tuple(args.include_path),
-                    allow_pickle=args.allow_pickle, workers=args.workers, attack_sweep=_parse_sweep(args.attack_sweep),
+                    allow_pickle=args.allow_pickle, workers=args.workers, executor=args.executor,
+                    address=args.address, attack_sweep=_parse_sweep(args.attack_sweep),
                     snapshot_every_s=args.snapshot_every)
     runner = Runner(cfg, Progress(not args.quiet))
     run_dir = runner.run()

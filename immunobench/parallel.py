@@ -70,29 +70,38 @@ def _exit_with_parent(parent: int) -> None:
 _RUNNER = None
 
 
-def _init(runner_cls, cfg, plugin_files: list[str], plugin_modules: list[str], parent: int) -> None:
+def _make_runner(runner_cls, cfg, plugin_files: list[str], plugin_modules: list[str]):
+    """A prepared ``runner_cls(cfg)`` in a fresh worker: one thread, the run's plugins registered."""
     import importlib
 
     from .plugins import discover, load_plugin_file
     from .progress import Progress
 
-    _exit_with_parent(parent)
     single_threaded()
     discover()
     for path in plugin_files:
         load_plugin_file(path)
     for module in plugin_modules:
         importlib.import_module(module)
+    runner = runner_cls(cfg, Progress(False), log=lambda _: None)
+    runner.prepare()
+    return runner
+
+
+def _init(runner_cls, cfg, plugin_files: list[str], plugin_modules: list[str], parent: int) -> None:
+    _exit_with_parent(parent)
     global _RUNNER
-    _RUNNER = runner_cls(cfg, Progress(False), log=lambda _: None)
-    _RUNNER.prepare()
+    _RUNNER = _make_runner(runner_cls, cfg, plugin_files, plugin_modules)
 
 
 def _job(job: tuple) -> dict[str, Any]:
     """Runs one job; returns what it computed (stats, keys) or the failure, never raises."""
+    return _run(_RUNNER, job)
+
+
+def _run(runner, job: tuple) -> dict[str, Any]:
     from .errors import describe_failure
 
-    runner = _RUNNER
     runner.stats = {"computed": {}, "cached": {}}
     runner.computed_keys = []
     failure = None
@@ -136,3 +145,135 @@ def run_jobs(runner_cls, cfg, phases: list[tuple[str, list[tuple], list[int]]], 
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
+
+
+# --- Ray ---------------------------------------------------------------------------------------
+# Each job is a Ray task: one CPU (one GPU on CUDA), retried by Ray when its worker process dies
+# (the store's atomic, race-safe puts make a retry, or two workers computing one key, harmless).
+# A Ray worker process keeps its prepared runner between tasks, so the model loads once per process.
+RAY_RETRIES = 3
+_RAY_RUNNERS: dict[str, Any] = {}
+
+
+def _plugin_paths(plugin_sources: list[tuple[str, str]]) -> list[str]:
+    """The run's plugin files on this node: the driver's path where it holds the same source, else a
+    copy of the source the driver shipped (a cluster node need not share the driver's disk)."""
+    import hashlib
+    import tempfile
+    from pathlib import Path
+
+    paths = []
+    for path, source in plugin_sources:
+        if Path(path).is_file() and Path(path).read_text() == source:
+            paths.append(path)
+            continue
+        copy = Path(tempfile.gettempdir()) / "immunobench-plugins" / hashlib.sha256(source.encode()).hexdigest()[:16] / Path(path).name
+        if not copy.is_file():
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            copy.write_text(source)
+        paths.append(str(copy))
+    return paths
+
+
+def _ray_job(context: tuple, job: tuple, *after) -> dict[str, Any]:
+    """One job in a Ray worker. ``context``: (runner class, run config, plugin sources, plugin modules);
+    ``after``: results of the jobs it waited for (unused)."""
+    import hashlib
+    import pickle
+
+    runner_cls, cfg, plugin_sources, plugin_modules = context
+    key = hashlib.sha256(pickle.dumps((cfg, plugin_sources, plugin_modules))).hexdigest()
+    if key not in _RAY_RUNNERS:
+        _RAY_RUNNERS.clear()  # one run's runner per process at a time
+        _RAY_RUNNERS[key] = _make_runner(runner_cls, cfg, _plugin_paths(plugin_sources), plugin_modules)
+    return _run(_RAY_RUNNERS[key], job)
+
+
+def ray_cluster(address: str, workers: int, log) -> tuple[Any, bool]:
+    """(the ray module, whether this call started the instance): ``address`` joins a cluster ("auto", a
+    head's "ray://host:10001"); empty starts a local instance with ``workers`` CPUs."""
+    try:
+        import ray
+    except ImportError:
+        from .errors import UserError
+
+        raise UserError("--executor ray needs Ray: pip install 'ray[default]' (or pip install -e '.[ray]')") from None
+    if ray.is_initialized():
+        return ray, False
+    kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=workers, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        from .errors import UserError
+
+        where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
+        raise UserError(f"--executor ray: could not start or join {where} ({str(exc).splitlines()[0]}); "
+                        "check --address (`ray status` on the head node)") from None
+    resources = ray.cluster_resources()
+    log(f"ray: {'joined ' + address if address else 'started a local instance'}; "
+        f"{int(resources.get('CPU', 0))} CPU(s), {int(resources.get('GPU', 0))} GPU(s) in the cluster")
+    return ray, True
+
+
+def run_jobs_ray(runner_cls, cfg, phases: list[tuple[str, list[tuple], list[int]]], workers: int,
+                 plugin_files: list[str], plugin_modules: list[str], progress, on_result,
+                 needs=lambda job: [], log=print) -> None:
+    """``run_jobs`` on Ray: every job a task with its resource needs; ``needs(job)`` names jobs of
+    earlier phases it waits for (a cell its immunization), so phases overlap where they may. The
+    image and start-model phases, shared by everything, finish first. A task that still fails after
+    ``RAY_RETRIES`` retries is logged and left to the runner's final walk, like a dead local worker."""
+    from pathlib import Path
+
+    ray, started_here = ray_cluster(cfg.address, workers, log)
+    gpu = 1 if not cfg.device.startswith("cpu") else 0
+    task = ray.remote(num_cpus=1, num_gpus=gpu, max_retries=RAY_RETRIES)(_ray_job)
+    sources = [(path, Path(path).read_text()) for path in plugin_files]
+    context = ray.put((runner_cls, cfg, sources, plugin_modules))  # serialized once, not once per task
+    refs: dict[tuple, Any] = {}
+
+    def submit(name: str, jobs: list[tuple], weights: list[int]) -> dict:
+        bar = progress.task(name, total=sum(weights))
+        order = sorted(range(len(jobs)), key=lambda i: -weights[i])
+        pending = {}
+        for i in order:
+            ref = task.remote(context, jobs[i], *[refs[d] for d in needs(jobs[i]) if d in refs])
+            refs[jobs[i]] = ref
+            pending[ref] = (jobs[i], weights[i], bar)
+        return pending
+
+    def drain(pending: dict) -> None:
+        bars = {id(bar): bar for _, _, bar in pending.values()}
+        left = {id(bar): sum(1 for _, _, b in pending.values() if b is bar) for bar in bars.values()}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                job, weight, bar = pending.pop(ref)
+                try:
+                    on_result(ray.get(ref))
+                except ray.exceptions.RayError as exc:
+                    log(f"ray: job {job[0]} {job[1:]} failed after {RAY_RETRIES} retries "
+                        f"({str(exc).splitlines()[0]}); it is computed in this process")
+                bar.advance(weight)
+                left[id(bar)] -= 1
+                if not left[id(bar)]:
+                    bar.close()
+
+    try:
+        staged = [p for p in phases if p[1]]
+        barrier = [p for p in staged if p[0] in ("sample images", "start models")]
+        for phase in barrier:
+            drain(submit(*phase))
+        rest: dict = {}
+        for phase in (p for p in staged if p not in barrier):
+            rest.update(submit(*phase))
+        drain(rest)
+    except BaseException:
+        for ref in refs.values():
+            ray.cancel(ref, force=True)
+        raise
+    finally:
+        if started_here:
+            ray.shutdown()

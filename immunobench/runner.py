@@ -77,6 +77,7 @@ from .store import (
 # built-in plugin files are recorded relative to this folder (the repository, or site-packages)
 PLUGIN_ROOT = Path(__file__).resolve().parent.parent
 SEED_STRIDE = 100_000
+EXECUTORS = ("local", "ray")
 SEED_OFFSETS = {"attack": 0, "defense": 1_000, "references": 3_000, "regularization": 5_000, "eval": 10_000,
                 "selection": 20_000}
 # Version of a run folder's results.parquet columns and manifest.json keys (docs/results-schema.md);
@@ -109,7 +110,9 @@ class RunConfig:
     overrides: dict = field(default_factory=dict)  # plugin name → {config field: value}
     include_paths: tuple[str, ...] = ()
     allow_pickle: bool = False
-    workers: int = 0  # processes computing stages; 0 = one per core on CPU, one on a GPU
+    workers: int = 0  # --jobs: processes computing stages; 0 = one per core on CPU, one on a GPU
+    executor: str = "local"  # "local": worker processes on this machine; "ray": Ray tasks (immunobench.parallel)
+    address: str = ""  # --executor ray: a cluster's address ("auto", "ray://head:10001"); empty = a local Ray instance
     attack_sweep: dict = field(default_factory=dict)  # attack → {config field or "report_step": (values, …)}
     snapshot_every_s: float = 300.0  # seconds between snapshots of an immunization's loop (0: every step)
 
@@ -222,6 +225,8 @@ class Runner:
         self.cfg = cfg
         self.progress = progress or Progress()
         self.log = log
+        if cfg.executor not in EXECUTORS:
+            raise UserError(f"executor {cfg.executor!r}: choose one of {', '.join(EXECUTORS)}")
         self.store = Store(cfg.store)
         self.card: TaskCard = get_card(cfg.task, list(cfg.include_paths))
         # worst_case only steers the leaderboard's choice among stored cells: no stage depends on it
@@ -371,7 +376,7 @@ class Runner:
         """Generations of the base model (before the start model's erasure): the concept's own images,
         as MIMA §5.1 draws the defense's and the attacker's 20 from SD itself."""
         seeds = role_seeds(role, count, seed)
-        key = artifact_key("images", model=self.model.fingerprint, prompt=prompt, seeds=seeds, sampler=self.sampler)
+        key = artifact_key("images", model=self.model_root, prompt=prompt, seeds=seeds, sampler=self.sampler)
         if self._plan is not None and not self.store.has(key):
             self._plan.images[key] = (prompt, role, count, seed)
             return key, torch.empty(count, 3, 0, 0)  # the keys downstream need, not the pixels
@@ -406,12 +411,12 @@ class Runner:
     def start_model(self, group: ConceptGroup) -> tuple[str, Backbone]:
         spec = self.card.start_model
         if spec.defense is None:
-            return self.model.fingerprint, self.model
+            return self.model_root, self.model
         cls = get_defense(spec.defense)
         cfg = self.plugin_config(spec.defense)
         erased = group.start_erased()
         preserve = group.start_preserve_prompts()
-        key = artifact_key("start", model=self.model.fingerprint, card=self.card_hash, targets=erased.targets,
+        key = artifact_key("start", model=self.model_root, card=self.card_hash, targets=erased.targets,
                            defense=spec.defense, version=cls.version, source=source_hash(cls), config=_config_dict(cfg),
                            preserve=preserve)
         if self._plan is not None and not self.store.has(key):
@@ -722,6 +727,9 @@ class Runner:
         """Load the model and the judges (the plugin configs were checked when the runner was made)."""
         cfg = self.cfg
         self.model = load_backbone(cfg.model, device=cfg.device, allow_pickle=cfg.allow_pickle)
+        # every key descends from this one: a store shared by CPU and GPU machines never mixes their artifacts
+        self.environment = key_environment(self.model, cfg.device)
+        self.model_root = artifact_key("backbone", fingerprint=self.model.fingerprint, **self.environment)
         self._sampling = {"steps": cfg.sample_steps or self.model.spec.sample_steps,
                           "guidance_scale": self.model.spec.guidance_scale}
         self.sampler = {"sampler": "ddim", **self._sampling, "resolution": self.model.resolution}
@@ -901,14 +909,15 @@ class Runner:
         self.phases["plan"] = round(time.time() - started, 1)
         jobs = len(plan.images) + len(plan.starts) + len(plan.immunizations) + len(plan.cells)
         workers = parallel.worker_count(self.cfg.workers, self.cfg.device, jobs)
+        on_ray = self.cfg.executor == "ray"
         portable, why = self._portable_plugins()
-        if jobs == 0 or workers <= 1 or not portable:
-            if jobs and workers > 1:
+        if jobs == 0 or (workers <= 1 and not on_ray) or not portable:
+            if jobs and (workers > 1 or on_ray):
                 self.log(f"computing in this process: {why}")
             return
+        where = "Ray tasks" if on_ray else f"{workers} worker processes"
         self.log(f"computing {len(plan.images)} image set(s), {len(plan.starts)} start model(s), "
-                 f"{len(plan.immunizations)} immunization(s) and {len(plan.cells)} cell(s) in {workers} worker "
-                 "processes, one thread each")
+                 f"{len(plan.immunizations)} immunization(s) and {len(plan.cells)} cell(s) in {where}, one thread each")
         started = time.time()
         def weight(cell) -> int:  # bigger groups, longer budgets and immunized cells first, for a short tail
             group, checkpoints = self.card.groups[cell[0]], self._variant(cell[2], cell[4]).checkpoints
@@ -932,9 +941,16 @@ class Runner:
                 self._failed[(group_name, defense, name, seed)] = {
                     "group": group_name, "defense": defense, "attack": name, "seed": seed, "stage": "cell", **failure}
 
+        files, modules = list(loaded_plugin_files().values()), self._plugin_modules()
         try:
-            parallel.run_jobs(Runner, self.cfg, phases, workers, list(loaded_plugin_files().values()),
-                              self._plugin_modules(), self.progress, collect)
+            if on_ray:
+                def needs(job: tuple) -> list[tuple]:  # a cell waits for its immunization, if that is computed too
+                    return [("immunize", job[1], job[2], defense_plugin(job[4]))] if job[0] == "cell" else []
+
+                parallel.run_jobs_ray(Runner, portable_config(self.cfg, self.store), phases, workers, files, modules,
+                                      self.progress, collect, needs=needs, log=self.log)
+            else:
+                parallel.run_jobs(Runner, self.cfg, phases, workers, files, modules, self.progress, collect)
         except BrokenProcessPool as exc:
             self.log(f"a worker process died ({exc}); computing what is left in this process")
         self.phases["workers"] = round(time.time() - started, 1)
@@ -1056,10 +1072,12 @@ class Runner:
             "artifacts": {stage: sorted(set(keys)) for stage, keys in self.keys.items()},
             "store": str(self.store.root),
             "store_keys_version": KEYS_VERSION,
+            "store_keys_environment": self.environment,
             "code": code_version(),
             "packages": package_versions(),
             "host": {"platform": platform.platform(), "python": platform.python_version(),
                      "cpus": os.cpu_count(), "device": self.cfg.device, "workers": self.workers,
+                     "executor": self.cfg.executor, **({"ray_address": self.cfg.address} if self.cfg.address else {}),
                      "torch_threads": 1 if self.cfg.device.startswith("cpu") else torch.get_num_threads()},
             "timings": {"total_seconds": round(seconds, 1), "phases": self.phases, "computed": self.stats["computed"],
                         "cached": self.stats["cached"]},
@@ -1190,6 +1208,24 @@ class _cpu_threads:
 
     def __exit__(self, *exc):
         torch.set_num_threads(self.before)
+
+
+def portable_config(cfg: RunConfig, store: Store) -> RunConfig:
+    """``cfg`` with its local paths absolute, for workers that may not share this process's directory."""
+    def absolute(value: str) -> str:
+        return str(Path(value).expanduser().resolve()) if value and Path(value).expanduser().exists() else value
+
+    return replace(cfg, task=absolute(cfg.task), model=absolute(cfg.model), out=absolute(cfg.out),
+                   include_paths=tuple(map(absolute, cfg.include_paths)),
+                   store=cfg.store if store.remote else str(Path(store.root).resolve()))
+
+
+def key_environment(model: Backbone, device: str) -> dict:
+    """What, beside the weights, decides a stage's floats: device type, dtype, torch and diffusers versions."""
+    import diffusers
+
+    return {"device": torch.device(device).type, "dtype": str(next(model.unet.parameters()).dtype).removeprefix("torch."),
+            "torch": torch.__version__, "diffusers": diffusers.__version__}
 
 
 def code_version() -> dict:
