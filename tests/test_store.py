@@ -64,3 +64,29 @@ def test_image_sets_are_keyed_by_typed_step_and_concept_records(tmp_path):
     old = store.put(artifact_key("attack", n=0), {"attack": "lora"}, {"tensors": {"0/claude-monet": images[ImageKey(0, "claude-monet")]}})
     with pytest.raises(ValueError, match=f"format None, this code reads format {IMAGE_SETS_FORMAT}"):
         read_image_sets(old)
+
+
+def test_a_machine_with_another_device_finds_none_of_this_ones_artifacts(finished, monkeypatch):
+    """Keys descend from the backbone's fingerprint *and* the device type, dtype, torch and diffusers
+    versions: a CUDA machine sharing this store plans every stage again instead of reading CPU floats."""
+    import json
+
+    import diffusers
+
+    from immunobench import runner as runner_module
+    from immunobench.progress import Progress
+
+    tmp, cpu_runner, run_dir = finished
+    assert cpu_runner.environment == {"device": "cpu", "dtype": "float32", "torch": torch.__version__,
+                                      "diffusers": diffusers.__version__}
+    assert json.loads((run_dir / "manifest.json").read_text())["store_keys_environment"] == cpu_runner.environment
+
+    real = runner_module.key_environment
+    monkeypatch.setattr(runner_module, "key_environment", lambda model, device: {**real(model, device), "device": "cuda"})
+    other = runner_module.Runner(cpu_runner.cfg, Progress(False), log=lambda _: None)
+    other.prepare()
+    other._plan = runner_module._Plan()
+    other._walk()
+    stored = {k for keys in json.loads((run_dir / "manifest.json").read_text())["artifacts"].values() for k in keys}
+    assert other._plan.images and not set(other._plan.images) & stored
+    assert len(other._plan.cells) == len(cpu_runner.cells)  # every cell, the shared no-defense ones included
