@@ -19,13 +19,14 @@ import pandas as pd
 SELECTION_SEEDS = (7, 8)  # the reported tables use seeds 0, 1, 2
 
 
-def _run(task: str, group: str, seed: int | tuple, store: str, defenses: tuple, overrides: dict, name: str) -> dict:
+def _run(task: str, group: str, seed: int | tuple, store: str, defenses: tuple, overrides: dict, name: str,
+         checkpoints: tuple = ()) -> dict:
     from immunobench.progress import Progress
     from immunobench.runner import RunConfig, Runner
 
     seeds = seed if isinstance(seed, tuple) else (seed,)
     cfg = RunConfig(task=task, defenses=defenses, groups=(group,), seeds=seeds, out="/tmp/immunobench-sweeps",
-                    store=store, name=name, overrides=overrides, workers=len(seeds))
+                    store=store, name=name, overrides=overrides, workers=len(seeds), checkpoints=checkpoints)
     runner = Runner(cfg, Progress(False), log=lambda _: None)
     run_dir = runner.run()
     df = pd.read_parquet(run_dir / "results.parquet")
@@ -43,11 +44,14 @@ def _run(task: str, group: str, seed: int | tuple, store: str, defenses: tuple, 
 
 
 def sweep(task: str, group: str, store: str, defense: str, settings: dict[str, dict],
-          seeds=SELECTION_SEEDS, processes: int = 2) -> dict:
-    """settings: label → config overrides of ``defense``; returns label → per-seed results and means."""
+          seeds=SELECTION_SEEDS, processes: int = 2, checkpoints: tuple = ()) -> dict:
+    """settings: label → config overrides of ``defense``; returns label → per-seed results and means.
+    ``checkpoints``: the attack steps to sample (default the card's; the choice reads only 0 and the report step)."""
     started = time.time()
-    _run(task, group, tuple(seeds), store, ("none",), {}, "sweep-none")  # the shared no-defense cells, once
-    jobs = {(label, seed): (task, group, seed, store, (defense,), {defense: over}, f"sweep-{defense}-{label}-{seed}")
+    # the shared no-defense cells, once
+    _run(task, group, tuple(seeds), store, ("none",), {}, "sweep-none", checkpoints)
+    jobs = {(label, seed): (task, group, seed, store, (defense,), {defense: over}, f"sweep-{defense}-{label}-{seed}",
+                            checkpoints)
             for label, over in settings.items() for seed in seeds}
     # spawn, not fork: this process has run torch (OpenMP) already
     with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -61,6 +65,7 @@ def sweep(task: str, group: str, store: str, defense: str, settings: dict[str, d
                       "mean": {k: round(fmean(r["scores"][k] for r in runs), 4) for k in sorted(keys)}}
         print(json.dumps({label: out[label]["mean"]}), flush=True)
     return {"task": task, "group": group, "defense": defense, "selection_seeds": list(seeds),
+            "checkpoints": list(checkpoints) or "the card's",
             "seconds": round(time.time() - started, 1), "settings": out}
 
 

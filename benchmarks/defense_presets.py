@@ -9,6 +9,10 @@ The protocol (issue [8/10], "fair comparison"), fixed before looking:
 - the rule: among the settings whose immunized model keeps the other concepts' accuracy within 0.10
   of the start model's, the highest MSGR (mean of C, D, L) at the reporting step; no setting
   qualifying is a finding (the defense keeps its paper defaults and the table says so).
+The rule reads the scores at attack steps 0 and 400 only, so the attacks sample only there. CP's
+run, the first, sampled all nine checkpoints of the card; the figures at 0 and 400 do not depend on
+that (the attack's training draws are independent of the evaluation samples: on a shrunk card,
+checkpoints [0, 2, 4] and [0, 4] gave the same 193 rows at steps 0 and 4 bit for bit, 2026-12-07).
 Writes benchmarks/results/defense_presets/<defense>.json, one file per defense as it finishes; the
 store makes a rerun skip finished settings.
 
@@ -26,6 +30,7 @@ from _sweep import summary, sweep, write  # noqa: E402
 from mima_tiny_sd import UTILITY_TOLERANCE, choose  # noqa: E402  (the same rule as MIMA's preset)
 
 SCALES = (1, 10, 100)  # × the paper's step size
+CHECKPOINTS = (0, 400)  # what the rule reads: before the attack and at relearn-style's reporting step
 
 
 def _grid(rate_fields: dict[str, float], budget_field: str, budgets: tuple[int, ...], fixed: dict | None = None,
@@ -77,7 +82,7 @@ def main() -> None:
         print(json.dumps({d: SETTINGS[d] for d in defenses}, indent=1))
         return
     for defense in defenses:
-        result = sweep(args.task, args.group, args.store, defense, SETTINGS[defense])
+        result = sweep(args.task, args.group, args.store, defense, SETTINGS[defense], checkpoints=CHECKPOINTS)
         report_step = next(iter(result["settings"].values()))["per_seed"][0]["report_step"]
         rows = summary(result, defense, report_step)
         result.update(rule=f"others_immunized >= start_others - {UTILITY_TOLERANCE}, then max MSGR (mean C, D, L)",
