@@ -170,3 +170,24 @@ def test_one_cell_runs_end_to_end_on_sd_v1_4s_structure(sd_cache, sd_run):
     assert all(torch.isfinite(after[name]).all() for name in changed)
     assert all(torch.equal(a, b) for a, b in zip(start.text_encoder.state_dict().values(),
                                                   immunized.text_encoder.state_dict().values()))
+
+
+def test_widths_that_do_not_fit_sd_v1_4s_structure_are_refused():
+    assert SDArchitecture.sd_v1_4() == SDArchitecture.sd_v1_4(320, 128, 768, 32, 512)  # the defaults: SD v1-4
+    assert SDArchitecture.sd_v1_4().unet_channels == tuple(SD_V1_4["unet"]["block_out_channels"])
+    with pytest.raises(ValueError, match="unet_width 20 .*text_dim 50 .*resolution 96"):
+        SDArchitecture.sd_v1_4(unet_width=20, vae_width=16, text_dim=50, norm_groups=16, resolution=96)
+
+
+def test_an_unknown_judges_family_stops_the_run_before_any_work(small_card, tmp_path, capsys):
+    from immunobench.cli import main
+    from immunobench.errors import UserError
+    from immunobench.runner import RunConfig, Runner
+
+    with pytest.raises(UserError, match="unknown metric family 'nosuch'; known: real, world"):
+        Runner(RunConfig(task=str(small_card), model="sd-v1-4", judges="nosuch", out=str(tmp_path / "runs"),
+                         store=str(tmp_path / "store")))
+    assert main(["run", "--task", str(small_card), "--judges", "nosuch", "--out", str(tmp_path / "runs"),
+                 "--store", str(tmp_path / "store"), "--quiet"]) == 2
+    assert "unknown metric family 'nosuch'" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "store").exists()
