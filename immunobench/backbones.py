@@ -187,9 +187,27 @@ def load_backbone(
         )
     if scheduler.config.prediction_type not in ("epsilon", "v_prediction"):
         raise BackboneError(f"{name}: unsupported prediction_type {scheduler.config.prediction_type!r}")
+    fixed = sd_pipeline_schedule(scheduler)
     for module in (unet, vae, text_encoder):
         module.requires_grad_(False).eval().to(device)
-    return Backbone(unet, vae, text_encoder, tokenizer, scheduler, spec, name, folder, fingerprint(folder))
+    return Backbone(unet, vae, text_encoder, tokenizer, scheduler, spec, name, folder, fingerprint(folder),
+                    info={"scheduler_fixed": fixed} if fixed else {})
+
+
+def sd_pipeline_schedule(scheduler) -> dict:
+    """Set what diffusers' StableDiffusionPipeline sets in a schedule file that lacks it (its ``__init__``):
+    ``clip_sample`` false and ``steps_offset`` 1 → the values changed. DDPM's and DDIM's defaults are
+    true and 0, and PNDMScheduler's own ``save_pretrained`` writes no ``clip_sample``: an SD folder saved
+    that way would otherwise sample with DDIM clipping its latents to [-1, 1] at every step."""
+    fixes = {}
+    if scheduler.config.get("clip_sample", False) is True:
+        fixes["clip_sample"] = False
+    if scheduler.config.get("steps_offset", 1) != 1:
+        fixes["steps_offset"] = 1
+    if fixes:  # and no longer "defaults": from_config (the sampler's DDIM) would drop them again for DDIM's own
+        defaults = [k for k in scheduler.config.get("_use_default_values", []) if k not in fixes]
+        scheduler.register_to_config(**fixes, _use_default_values=defaults)
+    return fixes
 
 
 def _quiet_hf_logging() -> None:

@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--groups", nargs="+", default=[], help="concept groups (default: all of the card's)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (default: 0)")
     p.add_argument("--model", default="tiny-sd", help="backbone name, hub id or local folder (default: tiny-sd)")
+    p.add_argument("--judges", default="", metavar="FAMILY",
+                   help="the judges that score the images: real (CLIP, DINO, LPIPS, ResNet50 from the local cache) or "
+                        "world (the embedded world's, offline) (default: the backbone's; tiny-sd: world, others: real)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: cpu)")
     p.add_argument("--out", default="runs", help="folder of run folders (default: runs/)")
     p.add_argument("--store", default=None, help="artifact store shared by runs: a folder or a URL, e.g. "
@@ -249,8 +252,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_device(args.device)
     cfg = RunConfig(task=args.task, defenses=tuple(args.defense), attacks=tuple(args.attack or ()),
                     groups=tuple(args.groups), seeds=tuple(dict.fromkeys(args.seeds)), model=args.model,
-                    device=args.device, out=args.out, store=args.store or str(DEFAULT_STORE), name=args.name,
-                    eval_images=args.eval_images, checkpoints=tuple(args.checkpoints),
+                    judges=args.judges, device=args.device, out=args.out, store=args.store or str(DEFAULT_STORE),
+                    name=args.name, eval_images=args.eval_images, checkpoints=tuple(args.checkpoints),
                     report_step=args.report_step, sample_steps=args.sample_steps,
                     overrides=_parse_overrides(args.set), include_paths=tuple(args.include_path),
                     allow_pickle=args.allow_pickle, workers=args.workers, executor=args.executor,

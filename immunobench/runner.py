@@ -97,6 +97,9 @@ class RunConfig:
     groups: tuple[str, ...] = ()  # empty = every group of the card
     seeds: tuple[int, ...] = (0,)
     model: str = "tiny-sd"
+    # the judges' metric family (plugins.METRIC_FAMILIES: "real" CLIP/DINO/LPIPS/ResNet50 from the local cache,
+    # "world" the embedded world's, offline); empty = the backbone's (BackboneSpec.metric_family)
+    judges: str = ""
     device: str = "cpu"
     out: str = "runs"
     store: str = str(DEFAULT_STORE)  # a folder or an fsspec URL (s3://…, gs://…, memory://…): store.Store
@@ -253,6 +256,8 @@ class Runner:
         if unknown:
             raise UserError(f"--set {unknown[0]}.…: {unknown[0]!r} is not a plugin of this run ({', '.join(sorted(p for p in plugins if p))})")
         self.model_name = resolve_spec(cfg.model)[0]  # presets need the name only, not the weights
+        if cfg.judges:
+            judges_for(cfg.judges)  # an unknown family fails before any work
         # resolved once, before any work: a bad --set fails now, not after an hour
         self.configs: dict[str, Resolved] = {name: self.resolved_config(cls, name) for name, cls in self._plugins()}
         self.variants: dict[str, list[Variant]] = self._sweep_variants()
@@ -737,7 +742,8 @@ class Runner:
 
         self.captions, self.captions_source = generic_captions(
             self.model.spec, all_card_names() | scored_names([self.card]))
-        names = judges_for(self.model.spec.metric_family)
+        self.metric_family = cfg.judges or self.model.spec.metric_family
+        names = judges_for(self.metric_family)
         self.judges = {role: get_metric(names[role])(device=cfg.device) for role in (*SIMILARITY_ROLES, "acc")}
         self.judge_versions = {role: f"{names[role]}@{get_metric(names[role]).version}+{source_hash(get_metric(names[role]))}"
                                for role in self.judges}
@@ -1050,7 +1056,7 @@ class Runner:
                 "judges": {role: {"judge": self.judge_versions[role], **self.judges[role].describe()}
                            for role in self.judges},
                 "sampler": self.sampler,
-                "metric_family": self.model.spec.metric_family,  # whose judges' labels the leaderboard shows
+                "metric_family": self.metric_family,  # whose judges' labels the leaderboard shows
                 "others": {g: list(self.card.group(g).others) for g in self.groups},
                 "start_model": {**self.card.start_model.model_dump(),
                                 "preserve_prompts": {g: self.card.group(g).start_preserve_prompts()

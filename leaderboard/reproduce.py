@@ -67,7 +67,8 @@ def reproduce(bundle: str | Path, cells: int = 2, seed: int = 0, log: Callable[[
         run = manifest["run"]
         card = manifest["task_card"]
         base = RunConfig(task=card["path"] if card.get("path") and Path(card["path"]).is_file() else card["name"],
-                         model=run["model"], device=run["device"], eval_images=run["eval_images"],
+                         model=run["model"], judges=run.get("judges", ""), device=run["device"],
+                         eval_images=run["eval_images"],
                          checkpoints=tuple(run["checkpoints"]), report_step=run["report_step"],
                          sample_steps=run["sample_steps"], overrides=run["overrides"],
                          include_paths=tuple(run["include_paths"]), store=str(tmp / "store"), out=str(tmp / "runs"),
