@@ -6,6 +6,7 @@ point of the embedded ``tiny-sd``. Saved folders have SD's layout (``model_index
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,3 +102,48 @@ def save_components(components: dict, folder: str | Path) -> Path:
                                    requires_safety_checker=False)
     pipe.save_pretrained(folder, safe_serialization=True)
     return Path(folder)
+
+
+# Stable Diffusion v1-4's exact component configs, as in the config.json files of
+# huggingface.co/CompVis/stable-diffusion-v1-4 (unet/, vae/, text_encoder/ = openai/clip-vit-large-patch14's
+# text tower). No weights: ``sd_v1_4_components`` builds them randomly initialised (shapes, FLOPs and memory
+# are those of SD v1-4; its outputs are not). UNet 859,520,964 parameters; text encoder 123,060,480.
+SD_V1_4_UNET = {
+    "act_fn": "silu", "attention_head_dim": 8, "block_out_channels": [320, 640, 1280, 1280],
+    "center_input_sample": False, "cross_attention_dim": 768,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "downsample_padding": 1, "flip_sin_to_cos": True, "freq_shift": 0, "in_channels": 4, "layers_per_block": 2,
+    "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32, "out_channels": 4, "sample_size": 64,
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+}
+SD_V1_4_VAE = {
+    "act_fn": "silu", "block_out_channels": [128, 256, 512, 512], "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "in_channels": 3, "latent_channels": 4, "layers_per_block": 2, "norm_num_groups": 32, "out_channels": 3,
+    "sample_size": 512, "up_block_types": ["UpDecoderBlock2D"] * 4,
+}
+SD_V1_4_TEXT_ENCODER = {  # bos/eos/pad 0/2/1 as shipped; transformers then finds EOS by argmax(input_ids)
+    "attention_dropout": 0.0, "bos_token_id": 0, "dropout": 0.0, "eos_token_id": 2, "hidden_act": "quick_gelu",
+    "hidden_size": 768, "initializer_factor": 1.0, "initializer_range": 0.02, "intermediate_size": 3072,
+    "layer_norm_eps": 1e-05, "max_position_embeddings": 77, "num_attention_heads": 12, "num_hidden_layers": 12,
+    "pad_token_id": 1, "projection_dim": 768, "vocab_size": 49408,
+}
+# scheduler/scheduler_config.json ships a PNDMScheduler; the project trains on DDPM and samples with DDIM
+# over the same schedule (build_components' scheduler has these values).
+SD_V1_4_SCHEDULE = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
+                    "beta_schedule": "scaled_linear", "clip_sample": False, "steps_offset": 1,
+                    "prediction_type": "epsilon"}
+
+
+def sd_v1_4_components(seed: int = 0, device: str | torch.device | None = None) -> dict:
+    """SD v1-4's UNet, VAE and text encoder at their exact configs, randomly initialised, with SD's tokenizer
+    and DDPM schedule. ``device="meta"`` builds shapes only (no memory, instant): for counting."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        unet = UNet2DConditionModel.from_config(SD_V1_4_UNET)
+        vae = AutoencoderKL.from_config(SD_V1_4_VAE)
+        text_encoder = CLIPTextModel(CLIPTextConfig(**SD_V1_4_TEXT_ENCODER))
+    return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": clip_tokenizer_from_open_clip(),
+            "scheduler": DDPMScheduler(**SD_V1_4_SCHEDULE)}
