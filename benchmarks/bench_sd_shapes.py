@@ -151,7 +151,8 @@ def _mima(model, size: int, n: int, plan=None, first_order: bool = False) -> Pre
     with torch.no_grad():
         if plan is None:
             plan, rows = merge_plan(model, concepts, view, cfg)
-        inst = {c: (_latents(model, 1, size, i), encode_prompts(model, [view.prompts[c]])) for i, c in enumerate(concepts)}
+        inst = {c: (_latents(model, 1, size, i), encode_prompts(model, [view.prompts[c]]))
+                for i, c in enumerate(concepts)}
         prior = (_latents(model, 1, size, 99), encode_prompts(model, [view.regularization_prompt]))
     opt = torch.optim.AdamW(theta.values(), lr=cfg.outer_lr, weight_decay=cfg.weight_decay)
     g = torch.Generator().manual_seed(cfg.seed)
@@ -170,9 +171,10 @@ def _mima(model, size: int, n: int, plan=None, first_order: bool = False) -> Pre
             opt.step()
 
     return Prepared(step, sum(p.numel() for p in theta.values()),
-                    {"group": f"{TASK} {group.name}", "concepts": concepts, "second_order": not first_order, "prior_weight": cfg.prior_weight,
-                     "upper_params": cfg.upper_params, "lower_params": cfg.lower_params, "c_reg_captions":
-                     cfg.regularization_captions, "merge_plan": plan, **rows})
+                    {"group": f"{TASK} {group.name}", "concepts": concepts, "second_order": not first_order,
+                     "prior_weight": cfg.prior_weight, "upper_params": cfg.upper_params,
+                     "lower_params": cfg.lower_params, "c_reg_captions": cfg.regularization_captions,
+                     "merge_plan": plan, **rows})
 
 
 def _sample(model, size: int) -> Prepared:
@@ -266,7 +268,8 @@ def count_on_meta(op: str, spec, sizes: list[int], plan=None, model: Callable | 
     out = {}
     for size in sizes:
         backbone = model() if model is not None else meta_backbone(spec)
-        prepared = prepare(op, backbone, size, None if plan is None else _plan_to(plan, backbone.device))
+        moved = None if plan is None else _plan_to(plan, backbone.device, backbone.unet.dtype)
+        prepared = prepare(op, backbone, size, moved)
         with FusedAttention():
             prepared.step()
             with LiveBytes() as live:
@@ -275,9 +278,11 @@ def count_on_meta(op: str, spec, sizes: list[int], plan=None, model: Callable | 
     return out
 
 
-def _plan_to(plan, device):
-    return replace(plan, P=plan.P.to(device), C=plan.C.to(device), C_unique=plan.C_unique.to(device),
-                   group=plan.group.to(device), counts=plan.counts.to(device))
+def _plan_to(plan, device, dtype):
+    """A merge plan on another device and in another float dtype (as ``bilevel.merge_plan`` casts it)."""
+    return replace(plan, P=plan.P.to(device, dtype), C=plan.C.to(device, dtype),
+                   C_unique=plan.C_unique.to(device, dtype), group=plan.group.to(device),
+                   counts=plan.counts.to(device, dtype))
 
 
 # --- one op at one size, in its own process ------------------------------------------------------------------
@@ -321,10 +326,12 @@ def _child(args) -> dict:
             _sync(args.device)
             times.append(time.perf_counter() - t)
     seconds = statistics.median(times)
-    row = {"op": args.op, "latent": size, "pixels": size * 8, "seconds_median": round(seconds, 4),
+    row = {"op": args.op, "latent": size, "pixels": size * 8, "load_average": os.getloadavg()[0],
+           "seconds_median": round(seconds, 4),
            "seconds": [round(t, 4) for t in times], "flops": flops, "gflops_per_s": round(flops / seconds / 1e9, 2),
            "rss_before_mb": round(before / 2**20, 1), "peak_rss_increase_mb": round((usage.peak - before) / 2**20, 1),
-           "load_seconds": round(load_seconds, 1), "setup_seconds": round(setup_seconds, 1), "trainable_params": prepared.trainable, "info": prepared.info}
+           "load_seconds": round(load_seconds, 1), "setup_seconds": round(setup_seconds, 1),
+           "trainable_params": prepared.trainable, "info": prepared.info}
     if cuda:
         row.update(cuda_held_mb=round(held / 2**20, 1), cuda_peak_mb=round(torch.cuda.max_memory_allocated() / 2**20, 1),
                    cuda_peak_increase_mb=round((torch.cuda.max_memory_allocated() - held) / 2**20, 1))
@@ -424,7 +431,7 @@ def main() -> None:
     from immunobench.runner import code_version, package_versions
 
     torch.set_num_threads(args.threads)
-    started = time.time()
+    started, load_before = time.time(), os.getloadavg()
     params = parameter_counts()
     print(f"SD v1-4 shapes: UNet {params['unet']:,}, text encoder {params['text_encoder']:,}, VAE {params['vae']:,} "
           "parameters (random init)", flush=True)
@@ -459,7 +466,9 @@ def main() -> None:
         rec["meta_512"] = rec["meta_count"][str(PROJECT_LATENT)]
     result = {
         "what": __doc__.split("\n\n")[0],
-        "date": time.strftime("%Y-%m-%d"), "host": {**host(), "threads": args.threads},
+        "date": time.strftime("%Y-%m-%d"),
+        # other work on the machine slows every figure: the 1-minute load average before and after the run
+        "host": {**host(), "threads": args.threads, "load_average_before_after": [load_before[0], os.getloadavg()[0]]},
         "device": torch.cuda.get_device_name(args.device) if cuda else args.device,
         "dtype": args.dtype, "code_version": code_version(), "packages": package_versions(),
         "model": {"configs": "SD v1-4's exact UNet, VAE and text-encoder configs (immunobench.architecture.SD_V1_4_*, "

@@ -59,7 +59,8 @@ def test_mima_step_counts_as_immunize(tiny_sd):
     card = get_card("relearn-style")
     group = card.group("2c-1")
     captions, source = generic_captions(tiny_sd.spec, all_card_names() | scored_names([card]))
-    images = {c: ConceptImages(torch.rand(1, 3, 64, 64) * 2 - 1, [group.prompt(c, phase="defense")]) for c in group.targets}
+    images = {c: ConceptImages(torch.rand(1, 3, 64, 64) * 2 - 1, [group.prompt(c, phase="defense")])
+              for c in group.targets}
     view = defense_view(group, images, ConceptImages(torch.rand(1, 3, 64, 64) * 2 - 1, [card.regularization.prompt]),
                         tuple(captions), source)
 
