@@ -7,6 +7,7 @@ tokenizer/ scheduler/``).
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -218,3 +219,10 @@ def save_components(components: dict, folder: str | Path) -> Path:
                                    requires_safety_checker=False)
     pipe.save_pretrained(folder, safe_serialization=True)
     return Path(folder)
+
+
+def sd_v1_4_components(seed: int = 0, device: str | torch.device | None = None) -> dict:
+    """SD v1-4 at its exact configs (``SDArchitecture.sd_v1_4()``), randomly initialised: its shapes, FLOPs
+    and memory, not its outputs. ``device="meta"`` builds shapes only (no memory, instant): for counting."""
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        return build_components(SDArchitecture.sd_v1_4(), seed)
