@@ -167,7 +167,8 @@ def _plugin_paths(plugin_sources: list[tuple[str, str]]) -> list[str]:
         if Path(path).is_file() and Path(path).read_text() == source:
             paths.append(path)
             continue
-        copy = Path(tempfile.gettempdir()) / "immunobench-plugins" / hashlib.sha256(source.encode()).hexdigest()[:16] / Path(path).name
+        digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+        copy = Path(tempfile.gettempdir()) / "immunobench-plugins" / digest / Path(path).name
         if not copy.is_file():
             copy.parent.mkdir(parents=True, exist_ok=True)
             copy.write_text(source)
@@ -197,7 +198,7 @@ def ray_cluster(address: str, workers: int, log) -> tuple[Any, bool]:
     except ImportError:
         from .errors import UserError
 
-        raise UserError("--executor ray needs Ray: pip install 'ray[default]' (or pip install -e '.[ray]')") from None
+        raise UserError("--executor ray needs Ray: pip install ray==2.60.0 (or pip install -e '.[ray]')") from None
     if ray.is_initialized():
         return ray, False
     kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
