@@ -246,7 +246,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.snapshot_every < 0:
         raise UserError(f"--snapshot-every must be >= 0 seconds, got {args.snapshot_every}")
     if args.workers < 0:
-        raise UserError(f"--jobs must be >= 1 (or 0 for one per core), got {args.workers}")
+        raise UserError(f"--jobs/--workers must be >= 1 (or 0 for one per core), got {args.workers}")
     if args.address and args.executor != "ray":
         raise UserError("--address names a Ray cluster: add --executor ray")
     _check_device(args.device)

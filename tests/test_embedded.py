@@ -22,10 +22,10 @@ def test_shipped_tiny_sd_is_world_trains_default_output():
     the run's latent scale and its reconstruction MSE of the held-out references to the last digit."""
     from dataclasses import asdict
 
-    from immunobench.world.train import WorldTrainConfig, reference_reconstruction_mse
+    from immunobench.world.train import WorldTrainConfig, config_record, reference_reconstruction_mse
 
     run = json.loads((ROOT / "benchmarks/results/world_crop_heads_seed0/train_report.json").read_text())
-    assert run["config"] == json.loads(json.dumps(asdict(WorldTrainConfig())))
+    assert run["config"] == json.loads(json.dumps(config_record(WorldTrainConfig())))
     model = load_backbone("tiny-sd")
     assert model.vae.config.scaling_factor == run["latent_scaling_factor"]
     assert reference_reconstruction_mse(model, model.resolution) == pytest.approx(run["vae_reference_mse"], rel=1e-5)

@@ -330,7 +330,7 @@ def train_world_model(examples: Sequence[Example], out: str | Path, work: str | 
     model.to("cpu")
     save_components(components, out)
     report = {
-        "config": _config_record(cfg),
+        "config": config_record(cfg),
         "examples": len(examples),
         "latent_scaling_factor": scale,
         "vae_loss_first_last": [_mean(vae_losses[:50]), _mean(vae_losses[-50:])],
@@ -347,10 +347,12 @@ def train_world_model(examples: Sequence[Example], out: str | Path, work: str | 
 
 def _run_identity(cfg: WorldTrainConfig, n_examples: int) -> dict:
     """What a work folder's run.json records, as JSON reads it back (tuples as lists)."""
-    return json.loads(json.dumps({"config": _config_record(cfg), "examples": n_examples}))
+    return json.loads(json.dumps({"config": config_record(cfg), "examples": n_examples}))
 
 
-def _config_record(cfg: WorldTrainConfig) -> dict:
+def config_record(cfg: WorldTrainConfig) -> dict:
+    """The config as run.json and the train report record it: architecture fields added later are left
+    out at their defaults (``SDArchitecture.record``)."""
     return {**asdict(cfg), "arch": cfg.arch.record()}
 
 
