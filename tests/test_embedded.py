@@ -20,8 +20,6 @@ def test_shipped_tiny_sd_is_world_trains_default_output():
     """The shipped weights are `world train` at today's defaults, from scratch: that run's report holds
     today's default config (so a config change must ship a new copy), and the shipped VAE reproduces
     the run's latent scale and its reconstruction MSE of the held-out references to the last digit."""
-    from dataclasses import asdict
-
     from immunobench.world.train import WorldTrainConfig, config_record, reference_reconstruction_mse
 
     run = json.loads((ROOT / "benchmarks/results/world_crop_heads_seed0/train_report.json").read_text())
