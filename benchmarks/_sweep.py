@@ -83,7 +83,7 @@ def summary(result: dict, defense: str, step: int) -> dict[str, dict]:
             "MRSGR": round(fmean(m[f"{defense}@{step}:MRSGR/{x}"] for x in "CDL"), 2),
             "targets_immunized": get(f"{defense}@0:acc/targets"), "others_immunized": get(f"{defense}@0:acc/others"),
             "targets_attacked": get(f"{defense}@{step}:acc/targets"), "others_attacked": get(f"{defense}@{step}:acc/others"),
-            "start_targets": get(f"none@0:acc/targets"), "start_others": get(f"none@0:acc/others"),
+            "start_targets": get("none@0:acc/targets"), "start_others": get("none@0:acc/others"),
             "none_targets_attacked": get(f"none@{step}:acc/targets"), "none_others_attacked": get(f"none@{step}:acc/others"),
         }
     return rows

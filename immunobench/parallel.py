@@ -221,10 +221,11 @@ def ray_cluster(address: str, workers: int, log) -> tuple[Any, bool]:
 
 def run_jobs_ray(runner_cls, cfg, phases: list[tuple[str, list[tuple], list[int]]], workers: int,
                  plugin_files: list[str], plugin_modules: list[str], progress, on_result,
-                 needs=lambda job: [], log=print) -> None:
+                 needs=lambda job: [], shared_phases: int = 0, log=print) -> None:
     """``run_jobs`` on Ray: every job a task with its resource needs; ``needs(job)`` names jobs of
-    earlier phases it waits for (a cell its immunization), so phases overlap where they may. The
-    image and start-model phases, shared by everything, finish first. A task that still fails after
+    earlier phases it waits for (a cell its immunization), so phases overlap where they may. The first
+    ``shared_phases`` phases (the runner's image sets and start models, which every later job reads)
+    finish, one after another, before the rest start. A task that still fails after
     ``RAY_RETRIES`` retries is logged and left to the runner's final walk, like a dead local worker."""
     from pathlib import Path
 
@@ -263,13 +264,13 @@ def run_jobs_ray(runner_cls, cfg, phases: list[tuple[str, list[tuple], list[int]
                     bar.close()
 
     try:
-        staged = [p for p in phases if p[1]]
-        barrier = [p for p in staged if p[0] in ("sample images", "start models")]
-        for phase in barrier:
-            drain(submit(*phase))
+        for phase in phases[:shared_phases]:
+            if phase[1]:
+                drain(submit(*phase))
         rest: dict = {}
-        for phase in (p for p in staged if p not in barrier):
-            rest.update(submit(*phase))
+        for phase in phases[shared_phases:]:
+            if phase[1]:
+                rest.update(submit(*phase))
         drain(rest)
     except BaseException:
         for ref in refs.values():

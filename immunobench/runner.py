@@ -930,6 +930,7 @@ class Runner:
             stages = max(checkpoints) + len(checkpoints) * 20  # attack steps + sampling, roughly
             return stages * len(group) + (0 if cell[3] == "none" else stages * len(group))
 
+        # the image sets and start models come first: every immunization and cell reads them
         phases = [("sample images", [("images", *job) for job in plan.images.values()],
                    [job[2] for job in plan.images.values()]),
                   ("start models", [("start", name) for name in plan.starts.values()], [1] * len(plan.starts)),
@@ -954,7 +955,7 @@ class Runner:
                     return [("immunize", job[1], job[2], defense_plugin(job[4]))] if job[0] == "cell" else []
 
                 parallel.run_jobs_ray(Runner, portable_config(self.cfg, self.store), phases, workers, files, modules,
-                                      self.progress, collect, needs=needs, log=self.log)
+                                      self.progress, collect, needs=needs, shared_phases=2, log=self.log)
             else:
                 parallel.run_jobs(Runner, self.cfg, phases, workers, files, modules, self.progress, collect)
         except BrokenProcessPool as exc:

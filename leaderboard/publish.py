@@ -5,7 +5,7 @@ hash16 is the first 16 hex digits of the bundle's content hash::
 
     README.md                                dataset card, regenerated from index.json on every publish
     index.json                               {"publish_format": 1, "submissions": [...]}, merged by hash16
-    rows/<task>/<backbone>/<hash16>.parquet  the bundle's results.parquet + provenance columns
+    rows/<task>/<backbone>/<hash16>.parquet  the bundle's results in the current schema + provenance columns
     bundles/<hash16>.zip                     the verified bundle, byte for byte
     reproductions/<hash16>.json              its ``immunobench reproduce`` record, when there is one
     figures/<hash16>/<name>.png              the run folder's plots/*.png
@@ -37,6 +37,12 @@ BENCHMARK_URL = "https://pypi.org/project/immunobench/"
 # provenance columns added to every published row, in this order
 PROVENANCE = ("backbone", "backbone_fingerprint", "task_card_hash", "code_version", "seeds", "run_date",
               "bundle_hash", "schema_version", "reproduced")
+# the measurement columns of the current results schema (version 2), as `immunobench run` writes them; every
+# published row file has exactly these, then PROVENANCE, so the dataset's one config reads all of them
+ROW_COLUMNS = (("task", "large_string"), ("group", "large_string"), ("concept", "large_string"),
+               ("defense", "large_string"), ("attack", "large_string"), ("attack_config", "large_string"),
+               ("seed", "int64"), ("split", "large_string"), ("step", "int64"), ("metric", "large_string"),
+               ("value", "float64"))
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -128,11 +134,7 @@ def _rows(sub: Submission, reproduced: bool) -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(io.BytesIO(sub.results))
-    taken = [c for c in PROVENANCE if c in table.column_names]
-    if taken:
-        raise PublishError(f"results.parquet already has the column(s) {', '.join(taken)} that publishing adds; "
-                           "this bundle was not written by `immunobench run`")
+    table = _conformed(pq.read_table(io.BytesIO(sub.results)))
     m = sub.manifest
     values = {"backbone": (m["model"]["name"], pa.string()),
               "backbone_fingerprint": (m["model"].get("fingerprint"), pa.string()),
@@ -149,6 +151,27 @@ def _rows(sub: Submission, reproduced: bool) -> bytes:
     buf = io.BytesIO()
     pq.write_table(table, buf)
     return buf.getvalue()
+
+
+def _conformed(table):
+    """The results in the current schema's columns, order and types, whatever version wrote them.
+
+    A version-1 bundle's rows get ``attack_config`` ``default`` and ``split`` ``eval`` (what a version-1 run
+    measured: one point, all reported; ``report.with_sweep_columns``); its ``schema_version`` column still says
+    1. Without this, the dataset's single config ``rows/**/*.parquet`` fails to load once files of both
+    versions are published (the hub's loader wants one schema)."""
+    import pyarrow as pa
+
+    from .report import with_sweep_columns
+
+    taken = [c for c in PROVENANCE if c in table.column_names]
+    unknown = [c for c in table.column_names if c not in dict(ROW_COLUMNS)]
+    if taken or unknown:
+        raise PublishError(f"results.parquet has the column(s) {', '.join(taken + unknown)} that no results "
+                           "schema has; this bundle was not written by `immunobench run`")
+    schema = pa.schema([(name, getattr(pa, kind)()) for name, kind in ROW_COLUMNS])
+    frame = with_sweep_columns(table.to_pandas())[schema.names]
+    return pa.Table.from_pandas(frame, schema=schema, preserve_index=False).replace_schema_metadata(None)
 
 
 def layout(sub: Submission, current: dict | None) -> dict[str, bytes]:
@@ -235,7 +258,9 @@ def dataset_card(index: dict) -> str:
         "",
         "The measurement columns are immunobench's results schema (`schema_version`; version 2: `task`, `group`,",
         "`concept`, `defense`, `attack`, `attack_config`, `seed`, `split`, `step`, `metric`, `value`, one row per",
-        "measurement; `docs/results-schema.md` in the package). Publishing adds the provenance of the run:",
+        "measurement; `docs/results-schema.md` in the package). Every file has these columns: rows of a version-1",
+        "bundle are published with `attack_config` `default` and `split` `eval` (version 1 ran one point, all",
+        "reported), so the one config above reads every submission. Publishing adds the provenance of the run:",
         "",
         "| column | meaning |",
         "|---|---|",
@@ -246,7 +271,7 @@ def dataset_card(index: dict) -> str:
         "| `seeds` | the run's seeds, comma-separated |",
         "| `run_date` | when the run finished (ISO 8601) |",
         "| `bundle_hash` | the bundle's content hash (`bundles/<first 16 digits>.zip`) |",
-        "| `schema_version` | the results-schema version of the rows |",
+        "| `schema_version` | the results-schema version of the bundle the rows come from |",
         "| `reproduced` | true when `immunobench reproduce` re-ran cells of the bundle and all matched |",
         "",
         "## Verification and reproduction",

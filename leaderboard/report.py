@@ -96,12 +96,9 @@ def accuracy_table(df: pd.DataFrame, metric: str, groups: list[str], concepts: d
 def plugin_labels(manifest: dict) -> dict[str, str]:
     """Plugin name → its row label: ``mima [tiny-sd preset]`` when a preset set a value in force,
     ``, --set`` when the user overrode one (from the manifest; results.parquet keeps the bare name)."""
-    labels = {}
-    for name, info in manifest.get("resolved", {}).get("plugins", {}).items():
-        presets = info.get("presets_in_force", [])
-        notes = [f"{', '.join(presets)} preset{'s' if len(presets) > 1 else ''}"] if presets else []
-        notes += ["--set"] if info.get("overrides") else []
-        labels[name] = f"{name} [{', '.join(notes)}]" if notes else name
+    from .space.board import plugin_label  # the Space labels rows the same way, without importing immunobench
+
+    labels = {name: plugin_label(manifest, name) for name in manifest.get("resolved", {}).get("plugins", {})}
     for row in manifest.get("resolved", {}).get("defenses", []):
         if row.endswith(UNCONSTRAINED):
             base = defense_plugin(row)

@@ -294,6 +294,52 @@ def test_second_publish_keeps_the_first_and_separates_backbones(hub, run_copy, t
     assert len([r for r in hub.requests if "/commit/" in r["path"]]) == before
 
 
+def _version_one(run_dir: Path) -> Path:
+    """The run as a schema-version-1 run wrote it: no attack_config/split columns, string columns, version 1."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    old = _variant(run_dir, "tiny-sd", "2026-11-01T10:00:00+0000")
+    results = pd.read_parquet(old / "results.parquet").drop(columns=["attack_config", "split"])
+    table = pa.Table.from_pandas(results.astype({c: object for c in results.columns if results[c].dtype == "str"}),
+                                 preserve_index=False)
+    table = table.cast(pa.schema([pa.field(f.name, pa.string() if pa.types.is_large_string(f.type) else f.type)
+                                  for f in table.schema]))
+    pq.write_table(table.replace_schema_metadata({b"immunobench.schema_version": b"1"}), old / "results.parquet")
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["schema_version"] = 1
+    (old / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return old
+
+
+def test_rows_of_every_schema_version_load_as_one_dataset(run_copy, tmp_path):
+    """The dataset card's one config, rows/**/*.parquet, must read version-1 and version-2 submissions together."""
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    old = _version_one(run_copy)
+    assert pq.read_schema(old / "results.parquet") != pq.read_schema(run_copy / "results.parquet")
+    assert _publish(old, "--to", tmp_path / "site") == 0 and _publish(run_copy, "--to", tmp_path / "site") == 0
+    files = sorted((tmp_path / "site" / "rows").rglob("*.parquet"))
+    assert len(files) == 2
+    schemas = [pq.read_schema(f) for f in files]
+    assert schemas[0] == schemas[1]
+    assert schemas[0].names == [n for n, _ in publish_mod.ROW_COLUMNS] + list(publish_mod.PROVENANCE)
+
+    rows = ds.dataset(tmp_path / "site" / "rows", format="parquet").to_table().to_pandas()
+    results = pd.read_parquet(run_copy / "results.parquet")
+    by_version = dict(tuple(rows.groupby("schema_version")))
+    assert set(by_version) == {1, 2} and all(len(part) == len(results) for part in by_version.values())
+    # version 1's rows are its measurements unchanged, at the one point a version-1 run measured
+    v1 = by_version[1]
+    assert set(v1.attack_config) == {"default"} and set(v1.split) == {"eval"}
+    key = ["group", "concept", "defense", "attack", "seed", "step", "metric"]
+    expected = results[(results.attack_config == "default") & (results.split == "eval")]
+    assert len(expected) == len(results)  # this run has only the default point, so nothing was dropped
+    merged = v1.merge(expected, on=key, suffixes=("", "_run"))
+    assert len(merged) == len(results) and (merged.value == merged.value_run).all()
+
+
 def test_dry_run_reads_at_most_and_writes_nothing(hub, run_copy, tmp_path, capsys):
     assert _publish(run_copy, "--repo", "me/results", "--endpoint", hub.url) == 0  # an existing repo to plan against
     sd = _variant(run_copy, "CompVis/stable-diffusion-v1-4", "2026-12-24T10:00:00+0000")
