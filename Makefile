@@ -11,8 +11,11 @@ $(INSTALLED): pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
 	touch $(INSTALLED)
 
+# pytest-xdist: one test process per core (TEST_WORKERS=0 runs them in this process); a file's tests
+# stay in one process, so its module fixtures are built once
+TEST_WORKERS ?= auto
 test: $(INSTALLED)
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # The main job on the embedded tiny-sd: UCE start model → MIMA → LoRA re-learning → judges, on all
 # ten groups of the card (about 15 min on 2 cores with an empty store; seconds once stored).

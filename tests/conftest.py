@@ -9,6 +9,12 @@ GROUP = "2c-1"
 # Tests never touch the hub: an uncached id must fail fast, as it would on an offline machine.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest-xdist runs one test process per core: one torch thread each, or they oversubscribe the cores
+    import torch
+
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def tiny_sd_folder(tmp_path_factory):
