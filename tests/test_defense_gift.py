@@ -195,7 +195,7 @@ def test_deterministic_in_the_seed(world):
     assert not torch.equal(runs[0].unet[key], runs[2].unet[key])
 
 
-def test_registered_with_documented_defaults_and_no_tiny_sd_preset(world):
+def test_registered_with_documented_defaults(world):
     from immunobench.errors import ConfigError
     from immunobench.plugins import configure, get_defense
 
@@ -204,7 +204,7 @@ def test_registered_with_documented_defaults_and_no_tiny_sd_preset(world):
     sd = configure(cls, "sd-v1-4", "relearn")
     assert (sd.immunize_lr, sd.prior_lr, sd.steps, sd.beta) == (2e-5, 5e-6, 500, 1.0)
     assert (sd.immunize_params, sd.prior_params) == ("xattn", "unet")  # GIFT §3.1
-    assert configure(cls, "tiny-sd", "relearn") == sd  # preset pending the common protocol
+    # its tiny-sd preset: tests/test_defense_presets.py
     with pytest.raises(ConfigError):
         configure(cls, "tiny-sd", "relearn", {"optimizer": "lion"})
     model, view = world

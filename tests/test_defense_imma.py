@@ -5,9 +5,7 @@ matters and it is not JT, except on one concept where it is JT exactly), determi
 All on the tiny random SD-architecture model of ``conftest.tiny_sd`` with random images.
 """
 import copy
-import json
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,7 +17,6 @@ from immunobench.defenses.imma import IMMA, IMMAConfig
 from immunobench.defenses.jt import JT, JTConfig
 from immunobench.diffusion import encode_images, second_order_attention, select_parameters
 
-RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 
 NAMES = {"van-gogh": "Van Gogh", "claude-monet": "Claude Monet"}
 
@@ -243,7 +240,7 @@ def test_deterministic_in_the_seed(tiny_sd, defense, cfg):
     assert any(not torch.equal(runs[0].unet[k], runs[2].unet[k]) for k in runs[0].unet)
 
 
-def test_registered_with_cited_defaults_and_no_tiny_sd_preset(tiny_sd):
+def test_registered_with_cited_defaults(tiny_sd):
     from immunobench.defenses.imma import resolved
     from immunobench.plugins import configure, get_defense
 
@@ -261,13 +258,7 @@ def test_registered_with_cited_defaults_and_no_tiny_sd_preset(tiny_sd):
     c = configure(cp, "sd-v1-4", "relearn")
     assert (c.outer_lr, c.steps, c.inner_lr, c.prior_weight) == (3e-5, 300, 1e-5, 1.0)
     assert (configure(cp, "sd-v1-4", "personalization").outer_lr, configure(cp, "sd-v1-4", "personalization").steps) == (2e-5, 500)
-    for cls in (imma, jt):  # tiny-sd presets: pending the common protocol (benchmarks/defense_presets.py)
-        for kind in ("relearn", "personalization"):
-            assert configure(cls, "tiny-sd", kind) == configure(cls, "sd-v1-4", kind)
-    for kind in ("relearn", "personalization"):  # CP's: the protocol's choice, results/defense_presets/cp.json
-        chosen = json.loads((RESULTS / "defense_presets" / "cp.json").read_text())
-        over = chosen["settings"][chosen["chosen"]]["overrides"]
-        assert configure(cp, "tiny-sd", kind) == replace(configure(cp, "sd-v1-4", "relearn"), **over)
+    # tiny-sd presets: tests/test_defense_presets.py (the protocol's choice, or none)
     with pytest.raises(ValueError, match="prior_weight=0"):
         CP().immunize(tiny_sd, _view(tiny_sd, regularization=False), SMALL_CP)
 
