@@ -19,6 +19,7 @@ import ctypes
 import os
 import threading
 import time
+import uuid
 from typing import Any
 
 def usable_cores() -> int:
@@ -177,13 +178,9 @@ def _plugin_paths(plugin_sources: list[tuple[str, str]]) -> list[str]:
 
 
 def _ray_job(context: tuple, job: tuple, *after) -> dict[str, Any]:
-    """One job in a Ray worker. ``context``: (runner class, run config, plugin sources, plugin modules);
-    ``after``: results of the jobs it waited for (unused)."""
-    import hashlib
-    import pickle
-
-    runner_cls, cfg, plugin_sources, plugin_modules = context
-    key = hashlib.sha256(pickle.dumps((cfg, plugin_sources, plugin_modules))).hexdigest()
+    """One job in a Ray worker. ``context``: (run token, runner class, run config, plugin sources, plugin
+    modules), the token one per ``run_jobs_ray`` call; ``after``: results of the jobs it waited for (unused)."""
+    key, runner_cls, cfg, plugin_sources, plugin_modules = context
     if key not in _RAY_RUNNERS:
         _RAY_RUNNERS.clear()  # one run's runner per process at a time
         _RAY_RUNNERS[key] = _make_runner(runner_cls, cfg, _plugin_paths(plugin_sources), plugin_modules)
@@ -233,7 +230,8 @@ def run_jobs_ray(runner_cls, cfg, phases: list[tuple[str, list[tuple], list[int]
     gpu = 1 if not cfg.device.startswith("cpu") else 0
     task = ray.remote(num_cpus=1, num_gpus=gpu, max_retries=RAY_RETRIES)(_ray_job)
     sources = [(path, Path(path).read_text()) for path in plugin_files]
-    context = ray.put((runner_cls, cfg, sources, plugin_modules))  # serialized once, not once per task
+    # serialized once, not once per task; the token tells a worker's cached runner which run it belongs to
+    context = ray.put((uuid.uuid4().hex, runner_cls, cfg, sources, plugin_modules))
     refs: dict[tuple, Any] = {}
 
     def submit(name: str, jobs: list[tuple], weights: list[int]) -> dict:
