@@ -26,8 +26,8 @@ Hyperparameters: MIMA gives none for its baselines; CP takes MIMA's (App. D: out
 steps for re-learning, 2e-5 and 500 for personalization; inner SGD lr 1e-5 = relearn_train.sh's
 5e-6 doubled by --scale_lr, also Custom Diffusion's default lr), so the two share one protocol.
 Custom Diffusion's modifier token is not part of CP: the merge acts on K/V only and the defense's
-prompts are the card's. Presets: a ``tiny-sd`` preset is pending the benchmark's common protocol
-(issue 30).
+prompts are the card's. Presets: ``tiny-sd`` from the benchmark's common protocol
+(benchmarks/defense_presets.py; the class's ``presets`` say what it chose and why).
 """
 from __future__ import annotations
 
