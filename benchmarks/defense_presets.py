@@ -16,7 +16,9 @@ checkpoints [0, 2, 4] and [0, 4] gave the same 193 rows at steps 0 and 4 bit for
 Writes benchmarks/results/defense_presets/<defense>.json, one file per defense as it finishes; the
 store makes a rerun skip finished settings.
 
-    .venv/bin/python benchmarks/defense_presets.py [--defense esd,gift,...] [--list] [--store DIR]
+    .venv/bin/python benchmarks/defense_presets.py [--defense esd,gift,...] [--list] [--table] [--store DIR]
+
+``--table`` prints each finished defense's result as the markdown table docs/defenses.md shows.
 """
 from __future__ import annotations
 
@@ -65,6 +67,20 @@ SETTINGS["freezeasguard"] = {
 assert all(len(s) == 9 for s in SETTINGS.values()), "the protocol tries nine settings per defense, as MIMA's"
 
 
+def table(result: dict) -> str:
+    """The protocol's figures per setting (means over the selection seeds), the chosen one in bold."""
+    lines = ["| setting | others immunized | MSGR % | MRSGR % | targets / others after LoRA |", "|---|---|---|---|---|"]
+    for label, r in result["summary"].items():
+        cells = [label + (" (chosen)" if label == result["chosen"] else ""), f"{r['others_immunized']:.2f}",
+                 f"{r['MSGR']:.1f}", f"{r['MRSGR']:.1f}", f"{r['targets_attacked']:.2f} / {r['others_attacked']:.2f}"]
+        lines.append("| " + " | ".join(f"**{c}**" if label == result["chosen"] else c for c in cells) + " |")
+    first = next(iter(result["summary"].values()))
+    lines.append(f"\nstart model's others {first['start_others']:.2f}; none after LoRA: targets "
+                 f"{first['none_targets_attacked']:.2f}, others {first['none_others_attacked']:.2f}; "
+                 f"{result['seconds']:.0f} s, {result['date']}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--defense", default=",".join(SETTINGS), help=f"comma-separated, of {', '.join(SETTINGS)}")
@@ -73,6 +89,7 @@ def main() -> None:
     ap.add_argument("--store", default=str(Path.home() / ".cache" / "immunobench" / "store"))
     ap.add_argument("--out", default="benchmarks/results/defense_presets")
     ap.add_argument("--list", action="store_true", help="print the settings and stop")
+    ap.add_argument("--table", action="store_true", help="print the finished results as markdown tables and stop")
     args = ap.parse_args()
     defenses = [d for d in args.defense.split(",") if d]
     unknown = [d for d in defenses if d not in SETTINGS]
@@ -80,6 +97,11 @@ def main() -> None:
         sys.exit(f"defense_presets: no protocol settings for {unknown[0]!r}; choose from {', '.join(SETTINGS)}")
     if args.list:
         print(json.dumps({d: SETTINGS[d] for d in defenses}, indent=1))
+        return
+    if args.table:
+        for d in defenses:
+            path = Path(args.out) / f"{d}.json"
+            print(f"### {d}\n\n" + (table(json.loads(path.read_text())) if path.exists() else "not run yet") + "\n")
         return
     for defense in defenses:
         result = sweep(args.task, args.group, args.store, defense, SETTINGS[defense], checkpoints=CHECKPOINTS)
