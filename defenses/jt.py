@@ -27,7 +27,8 @@ Hyperparameters: MIMA gives none for its baselines; these are IMMA's DreamBooth 
 needs_regularization is False: JT does not use MIMA's λ_prior term (IMMA's DreamBooth defense has
 none); CP, run through MIMA's objective, does. Default ``first_order`` for IMMA's reasons (its docstring).
 
-Presets: a ``tiny-sd`` preset is pending the benchmark's common protocol (issue 30).
+Presets: ``tiny-sd`` from the benchmark's common protocol (benchmarks/defense_presets.py): it chose the
+paper's own setting, which on tiny-sd barely slows LoRA (the class's ``presets`` give the figures).
 """
 from __future__ import annotations
 
@@ -71,7 +72,14 @@ class JT(Defense):
 
     version = "1"
     Config = JTConfig
-    presets: dict[str, dict] = {}  # tiny-sd: pending the benchmark's common preset protocol (issue 30)
+    presets: dict[str, dict] = {
+        # tiny-sd: chosen 2026-12-07 by benchmarks/defense_presets.py (lr ×1/×10/×100 of IMMA-DreamBooth's
+        # × 60/200/500 iterations on relearn-style 2c-1, selection seeds 7 and 8; the others' accuracy after
+        # immunizing within 0.10 of the start model's, then the highest MSGR). The paper's ×1 at 500 keeps the
+        # others at 0.98 for MSGR 0.8 %: LoRA re-learns as if undefended. ×10 keeps them (0.89) only at 60
+        # and 200 iterations, for MSGR ≤ 0.4 %; beyond, the others collapse first. results/defense_presets/jt.json.
+        "tiny-sd": {"lower_lr": 5e-6, "upper_lr": 2e-5, "steps": 500},
+    }
     needs_regularization = False
 
     def immunize(self, model, data, cfg: JTConfig = JTConfig()) -> Immunized:
