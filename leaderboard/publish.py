@@ -130,7 +130,7 @@ def load_submission(source: str | Path, log: Callable[[str], None] = print) -> S
 
 
 def _rows(sub: Submission, reproduced: bool) -> bytes:
-    """The bundle's results with every column kept, plus the provenance columns (one value per bundle)."""
+    """The bundle's results in the current schema (``_conformed``), plus the provenance columns (one value per bundle)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
