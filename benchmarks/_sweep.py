@@ -90,6 +90,9 @@ def summary(result: dict, defense: str, step: int) -> dict[str, dict]:
 
 
 def write(path: str | Path, result: dict) -> None:
+    """``result`` with its date and the code that computed it (immunobench version, git commit, dirty)."""
+    from immunobench.runner import code_version
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), **result}, indent=2))
+    path.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "code": code_version(), **result}, indent=2))
