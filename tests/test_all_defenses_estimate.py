@@ -1,0 +1,58 @@
+"""The all-defense grid's price (benchmarks/all_defenses.py --estimate) is the measured costs it cites,
+counted over the grid the runner would run — checked on a results folder whose costs are known."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import all_defenses  # noqa: E402
+
+
+def _cell(group, size, defense, attack_s, immunize_s=None, alone_s=None):
+    cost = {"attack": {"seconds": attack_s}}
+    if immunize_s is not None:
+        cost["immunize"] = {"seconds": immunize_s}
+    if alone_s is not None:
+        cost["attack-alone"] = {"seconds": alone_s}
+    return {"group": group, "seed": 0, "defense": defense, "attack": "lora", "targets": ["t"] * size, "cost": cost}
+
+
+@pytest.fixture
+def results(tmp_path, monkeypatch):
+    root = tmp_path / "benchmarks" / "results"
+    (root / "run").mkdir(parents=True)
+    (root / "defense_presets").mkdir()
+    cells = [_cell("2c-1", 2, "none", 10.0), _cell("2c-1", 2, "mima", 30.0, immunize_s=4.0, alone_s=2.0),
+             _cell("2c-2", 2, "mima", 20.0, immunize_s=6.0),
+             _cell("3c-1", 3, "none", 40.0), _cell("3c-1", 3, "esd", 50.0, immunize_s=9.0)]
+    (root / "run" / "manifest.json").write_text(json.dumps({
+        "date": "2026-12-07T00:00:00+0000", "task_card": {"name": "relearn-style"}, "cells": cells,
+        "timings": {"computed": {"images": {"seconds": 30.0}, "start": {"count": 4, "seconds": 2.0}}}}))
+    (root / "defense_presets" / "jt.json").write_text(json.dumps({
+        "chosen": "x1", "settings": {"x1": {"per_seed": [{"immunize_seconds": 10.0}, {"immunize_seconds": 14.0}]}}}))
+    monkeypatch.setattr(all_defenses, "RESULTS", root)
+    return root
+
+
+def test_the_price_is_the_cited_costs_over_the_runners_grid(results):
+    seeds = (0, 1)
+    t = all_defenses.estimate(["relearn-style"], seeds)["tasks"]["relearn-style"]
+    rows = t["defense_rows"]
+    assert "freezeasguard/unconstrained" in rows and rows[0] == "none"  # the runner's rows, twins included
+    assert t["cells"] == 10 * len(seeds) * len(rows) * 1
+    s = t["seconds"]
+    # 2c: median(10, 32, 20) = 20; 3c: median(40, 50) = 45; every row of every group and seed is a cell
+    assert s["attack"]["lora"] == round(len(seeds) * len(rows) * (5 * 20.0 + 5 * 45.0))
+    assert s["images"] == round(len(seeds) * 10 * 30.0 / 3)  # 30 s over the run's 3 (group, seed) pairs
+    # a preset run's mean × size/2; a manifest's median, the other size scaled by size; random = MIMA's cost
+    assert s["immunize"]["jt"] == round(len(seeds) * (5 * 12.0 + 5 * 18.0))
+    assert s["immunize"]["mima"] == round(len(seeds) * (5 * 5.0 + 5 * 7.5))
+    assert s["immunize"]["random"] == s["immunize"]["mima"]
+    assert s["immunize"]["esd"] == round(len(seeds) * (5 * 6.0 + 5 * 9.0))
+    assert s["immunize"]["uce"] == round(len(seeds) * 10 * 0.5)  # the start stage's closed-form erasure
+    assert s["immunize"]["none"] == 0
+    assert {"immunize gift", "immunize imma", "immunize freezeasguard"} <= set(t["unmeasured"])
+    assert s["total"] == s["images"] + sum(s["immunize"].values()) + sum(s["attack"].values())
+    assert t["sources"]["immunize jt (2c)"] == "benchmarks/results/defense_presets/jt.json"
