@@ -10,9 +10,10 @@ rows × attacks, the constrained defenses' unconstrained twins included) and pri
 measured in committed runs, so the grid's size is a figure before anyone starts it:
 - a cell's attack (with its per-concept "alone" attacks): the median over the cells of the newest
   committed manifest of that card with that attack and group size;
-- an immunization: the defense's preset run (``defense_presets/<d>.json``, relearn-style 2c-1,
-  the chosen setting, mean over the selection seeds), else the newest committed manifest's cells of
-  that defense; for a 3-concept group the 2c-1 figure × 3/2 (MIMA's measured 3c/2c ratio is 1.42);
+- an immunization: the defense's preset run (``defense_presets/<d>.json``, relearn-style 2c-1, the
+  chosen setting, mean over the selection seeds that computed it, else over the settings of the same
+  budget), else the newest committed manifest's cells of that defense; for a 3-concept group the
+  2c-1 figure × 3/2 (MIMA's measured 3c/2c ratio is 1.42);
 - the reference image sets: the newest manifest's images seconds per (group, seed).
 Seconds are summed over one-thread workers: the wall time on W cores is about total / W. Figures
 from different days differ by up to 2× on this host (docs/performance.md), so the estimate is a
@@ -75,9 +76,16 @@ def _immunize_seconds(manifests, defense: str, size: int) -> tuple[float | None,
     preset = RESULTS / "defense_presets" / f"{defense}.json"
     if preset.exists():
         r = json.loads(preset.read_text())
-        runs = r["settings"][r["chosen"]]["per_seed"]
-        return (statistics.fmean(p["immunize_seconds"] for p in runs) * size / 2,
-                str(preset.relative_to(RESULTS.parent.parent)))
+        # None where the run found the immunization in the store (a resumed protocol run); then the settings
+        # of the same budget at another step size, the same work ("x10,steps=200" for "x1,steps=200")
+        budget = r["chosen"].split(",", 1)[-1]
+        for labels in ([r["chosen"]], [label for label in r["settings"] if label.split(",", 1)[-1] == budget]):
+            measured = [p["immunize_seconds"] for label in labels for p in r["settings"][label]["per_seed"]
+                        if p["immunize_seconds"]]
+            if measured:
+                break
+        if measured:
+            return statistics.fmean(measured) * size / 2, str(preset.relative_to(RESULTS.parent.parent))
     if defense == START_DEFENSE:  # the start model is this very erasure of the group
         for m in manifests:
             start = m["timings"]["computed"].get("start")

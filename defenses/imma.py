@@ -46,8 +46,9 @@ Where this differs from the released code, on purpose:
 - no data augmentation, batch composition of ``DefenseData`` (its defense split), fp32.
 
 needs_regularization: False — none of IMMA's defense scripts has a prior-preservation term.
-Presets: a ``tiny-sd`` preset is pending the benchmark's common protocol (issue 30: same number of
-configurations tried, same selection group and seeds for every defense).
+Presets: ``tiny-sd`` on the relearn cards from the benchmark's common protocol
+(benchmarks/defense_presets.py): 200 steps per concept at the LoRA script's rates, where IMMA barely
+slows LoRA (the class's ``presets`` give the figures).
 """
 from __future__ import annotations
 
@@ -108,9 +109,18 @@ class IMMA(Defense):
 
     version = "1"
     Config = IMMAConfig
-    # personalization: IMMA's DreamBooth defense, the adaptation MIMA §5 names IMMA's strongest.
-    # tiny-sd: pending the benchmark's common preset protocol (issue 30).
-    presets: dict[str, dict] = {"personalization": {"adaptation": "dreambooth"}}
+    presets: dict[str, dict] = {
+        # personalization: IMMA's DreamBooth defense, the adaptation MIMA §5 names IMMA's strongest.
+        "personalization": {"adaptation": "dreambooth"},
+        # tiny-sd on the relearn cards: chosen 2026-12-07 by benchmarks/defense_presets.py (the LoRA script's
+        # rates ×1/×10/×100 × 60/200/500 steps per concept on relearn-style 2c-1, selection seeds 7 and 8; the
+        # others' accuracy after immunizing within 0.10 of the start model's, then the highest MSGR). ×1 at
+        # 200 steps keeps the others at 0.90 for MSGR 1.2 %: LoRA re-learns the targets to 0.78 against 0.75
+        # undefended. ×10 and ×100 break the others (≤ 0.48) before the targets. The rates stay the
+        # adaptation script's (unset), so the preset is the chosen setting and another adaptation keeps its
+        # own; results/defense_presets/imma.json.
+        "tiny-sd/relearn": {"steps": 200},
+    }
     needs_regularization = False
 
     def immunize(self, model, data, cfg: IMMAConfig = IMMAConfig()) -> Immunized:
