@@ -40,8 +40,9 @@ upper batches are drawn from the pooled defense images of all targets (one joint
 JT), not concept after concept. Its optional post-immunization fine-tuning ("GIFT+PI", §4.3) is not
 part of the method and is left out.
 
-Presets: a ``tiny-sd`` preset is pending — it must come from the benchmark's common protocol
-(issue 30: same number of configurations, selection group and seeds for every defense).
+Presets: ``tiny-sd`` from the benchmark's common protocol (benchmarks/defense_presets.py): 60
+iterations at the defaults' rates. No setting that keeps the other concepts slows LoRA on tiny-sd
+(the class's ``presets`` give the figures); the rule picks the least harmful one.
 """
 from __future__ import annotations
 
@@ -98,7 +99,16 @@ class GIFT(Defense):
 
     version = "1"
     Config = GIFTConfig
-    presets: dict[str, dict] = {}  # tiny-sd: pending the benchmark's common preset protocol (issue 30)
+    presets: dict[str, dict] = {
+        # tiny-sd: chosen 2026-12-07 by benchmarks/defense_presets.py (α_I, α_P ×1/×10/×100 × 60/200/500
+        # iterations on relearn-style 2c-1, selection seeds 7 and 8; the others' accuracy after immunizing within
+        # 0.10 of the start model's, then the highest MSGR). Every setting that keeps the others (×1 at all
+        # budgets, ×10 at 60: 0.90–0.96) has MSGR below zero, −0.7 to −4.7 %: LoRA re-learns the targets at least
+        # as fast as undefended. The rule takes the least negative, ×1 at 60 iterations (others 0.96, MSGR −0.7 %,
+        # targets 0.75 after LoRA, as undefended); ×10 from 200 and ×100 reach MSGR 8–67 % only with the others
+        # at ≤ 0.18. results/defense_presets/gift.json.
+        "tiny-sd": {"steps": 60},
+    }
     needs_regularization = True
 
     def immunize(self, model, data, cfg: GIFTConfig = GIFTConfig()) -> Immunized:
