@@ -9,7 +9,8 @@ store, so a killed or repeated call resumes where it stopped), then copies each 
 rows × attacks, the constrained defenses' unconstrained twins included) and prices it with costs
 measured in committed runs, so the grid's size is a figure before anyone starts it:
 - a cell's attack (with its per-concept "alone" attacks): the median over the cells of the newest
-  committed manifest of that card with that attack and group size;
+  committed manifest of that card with that attack and group size; free for the unconstrained twin
+  of a defense that releases the start weights (the runner reuses the undefended cell's attack);
 - an immunization: the defense's preset run (``defense_presets/<d>.json``, relearn-style 2c-1, the
   chosen setting, mean over the selection seeds that computed it, else over the settings of the same
   budget), else the newest committed manifest's cells of that defense; for a 3-concept group the
@@ -31,7 +32,7 @@ import statistics
 import time
 from pathlib import Path
 
-from immunobench.plugins import UNCONSTRAINED, defense_plugin
+from immunobench.plugins import UNCONSTRAINED, defense_plugin, get_defense
 from immunobench.progress import Progress
 from immunobench.runner import RunConfig, Runner
 
@@ -116,6 +117,9 @@ def estimate(tasks, seeds) -> dict:
         runner = Runner(RunConfig(task=task, defenses=("all",), seeds=tuple(seeds), out="/tmp/immunobench-estimate"),
                         Progress(False), log=lambda _: None)
         rows, plugins = runner.defenses, [d for d in runner.defenses if not d.endswith(UNCONSTRAINED)]
+        # an unconstrained twin of a release that changes no weight is the undefended cell's attack, reused
+        reused = [r for r in rows if r.endswith(UNCONSTRAINED) and get_defense(defense_plugin(r)).releases_start_weights]
+        attacked = len(rows) - len(reused)
         parts = {"images": 0.0, "immunize": {}, "attack": {}}
         sources, unmeasured = {}, set()
         for group_name in runner.groups:
@@ -129,10 +133,10 @@ def estimate(tasks, seeds) -> dict:
             for attack in runner.attacks:
                 secs, sources[f"attack {attack} ({size}c)"] = _attack_seconds(manifests, task, attack, size)
                 unmeasured |= {f"attack {attack}"} if secs is None else set()
-                parts["attack"][attack] = parts["attack"].get(attack, 0.0) + (secs or 0.0) * len(seeds) * len(rows)
+                parts["attack"][attack] = parts["attack"].get(attack, 0.0) + (secs or 0.0) * len(seeds) * attacked
         total = parts["images"] + sum(parts["immunize"].values()) + sum(parts["attack"].values())
         report["tasks"][task] = {
-            "groups": len(runner.groups), "defense_rows": rows, "attacks": runner.attacks,
+            "groups": len(runner.groups), "defense_rows": rows, "attacks": runner.attacks, "rows_reusing_none": reused,
             "cells": len(runner.groups) * len(seeds) * len(rows) * len(runner.attacks),
             "immunizations": len(runner.groups) * len(seeds) * len([d for d in plugins if d not in FREE]),
             "seconds": {"images": round(parts["images"]),

@@ -193,6 +193,7 @@ class FreezeAsGuard(Defense):
     presets: dict[str, dict] = {}  # tiny-sd: pending the common preset protocol (module docstring)
     needs_regularization = True  # the innocent domain
     publishes_constraints = True  # the grid also reports it attacked without its frozen set
+    releases_start_weights = True  # θ_pre with the mask: unconstrained, it is the undefended model
 
     def immunize(self, model, data, cfg: FreezeAsGuardConfig = FreezeAsGuardConfig()) -> Immunized:
         concepts = [c for c in data.targets if c in data.images]

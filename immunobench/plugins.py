@@ -63,6 +63,9 @@ class Defense:
     # publishes frozen tensors (Immunized.constraints): the grid then also attacks it without them, as
     # ``<name>/unconstrained`` (what an attacker who holds the weights does)
     publishes_constraints: ClassVar[bool] = False
+    # its release changes no weight (FreezeAsGuard's): the runner then attacks the start model itself, so
+    # the unconstrained row reuses the undefended attack; declared for the grid's price
+    releases_start_weights: ClassVar[bool] = False
     progress: Any = None  # the runner sets a Progress here; None = quiet
     snapshot: Any = None  # the runner sets a snapshot.LoopSnapshot here: a killed stage resumes mid-way
 

@@ -536,7 +536,9 @@ class Runner:
 
         art = self._ensure("immunize", key, compute)
         snapshot.discard()
-        immunized = start.with_weights(unet=art.tensors("unet"), text_encoder=art.tensors("text_encoder"))
+        unet, text_encoder = art.tensors("unet"), art.tensors("text_encoder")
+        # a release that changes no weight (FreezeAsGuard's) is the start model itself (see ``cell``)
+        immunized = start.with_weights(unet=unet, text_encoder=text_encoder) if unet or text_encoder else start
         # the same immunized model; its twin row is attacked by someone who ignores the frozen set
         return key, immunized, Constraints(frozenset() if unconstrained else frozenset(art.meta.get("frozen", [])))
 
@@ -852,18 +854,21 @@ class Runner:
         their keys are returned last."""
         variant = variant or self.variants[attack][0]
         mkey, model, constraints = self.immunize(defense, group, seed, start_key, start, data, data_keys)
-        akey, images = self.attack(attack, group, seed, mkey, model, constraints, data, data_keys, variant)
+        # the attacks are keyed by the weights attacked: on an unchanged release they are the start model's
+        # (with its frozen set in the key), so an unconstrained twin reuses the undefended cell's attack
+        attacked_key = start_key if model is start else mkey
+        akey, images = self.attack(attack, group, seed, attacked_key, model, constraints, data, data_keys, variant)
         rows = self.score(akey, images, data.references, data_keys["references"], data.attack, data_keys["attack"],
                           baselines=defense == "none")
         if self.sweeping:
-            skey, selected = self.selection(attack, group, seed, akey, mkey, model, constraints, data, variant)
+            skey, selected = self.selection(attack, group, seed, akey, attacked_key, model, constraints, data, variant)
             self._selection_keys[akey] = skey
             rows = rows + [{**r, "split": "selection"}
                            for r in self.score(skey, selected, data.references, data_keys["references"])]
         alone_keys = []
         if self.card.kind == "personalization":
             for other in group.others:
-                key, alone = self.adapt_alone(attack, group, other, seed, mkey, model, constraints, data, data_keys,
+                key, alone = self.adapt_alone(attack, group, other, seed, attacked_key, model, constraints, data, data_keys,
                                               variant)
                 ref_key = data_keys["references"][list(group.scored).index(other)]
                 rows = rows + self.score(key, alone, {other: data.references[other]}, [ref_key])

@@ -43,8 +43,10 @@ def test_the_price_is_the_cited_costs_over_the_runners_grid(results):
     assert "freezeasguard/unconstrained" in rows and rows[0] == "none"  # the runner's rows, twins included
     assert t["cells"] == 10 * len(seeds) * len(rows) * 1
     s = t["seconds"]
-    # 2c: median(10, 32, 20) = 20; 3c: median(40, 50) = 45; every row of every group and seed is a cell
-    assert s["attack"]["lora"] == round(len(seeds) * len(rows) * (5 * 20.0 + 5 * 45.0))
+    # 2c: median(10, 32, 20) = 20; 3c: median(40, 50) = 45; every row of every group and seed is a cell,
+    # attacked but for FreezeAsGuard's unconstrained twin, which is the undefended cell's attack
+    assert t["rows_reusing_none"] == ["freezeasguard/unconstrained"]
+    assert s["attack"]["lora"] == round(len(seeds) * (len(rows) - 1) * (5 * 20.0 + 5 * 45.0))
     assert s["images"] == round(len(seeds) * 10 * 30.0 / 3)  # 30 s over the run's 3 (group, seed) pairs
     # a preset run's mean × size/2; a manifest's median, the other size scaled by size; random = MIMA's cost
     assert s["immunize"]["jt"] == round(len(seeds) * (5 * 12.0 + 5 * 18.0))

@@ -72,6 +72,7 @@ def test_mask_mean_reaches_the_freeze_ratio_and_round_m_is_the_constraint(fast_s
     assert frozen <= set(names)
     assert abs(len(frozen) / len(names) - rho) <= HARD_TOL, len(frozen) / len(names)
     assert out.unet == {} and out.text_encoder == {}  # the release is θ_pre with the mask
+    assert FreezeAsGuard.releases_start_weights  # as declared to the grid's price
 
 
 def test_higher_ratio_freezes_more(immunized):

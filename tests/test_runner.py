@@ -411,8 +411,19 @@ def test_a_constraint_publishing_defense_is_also_attacked_without_its_constraint
     assert constrained["model_key"] == free["model_key"] and constrained["attack_key"] != free["attack_key"]
     frozen = runner.store.get(constrained["model_key"]).meta["frozen"]
     assert constrained["frozen_tensors"] == len(frozen) > 0 and free["frozen_tensors"] == 0
+    # FreezeAsGuard releases the start weights: without its frozen set the attack is the undefended one,
+    # computed once, and the twin's scores are the no-defense row's
+    assert free["attack_key"] == cells["none"]["attack_key"]
+    assert runner.stats["computed"]["attack"]["count"] == 1  # the constrained one: none's is the fixture's, stored
     rows = pd.read_parquet(run_dir / "results.parquet")
     assert {"freezeasguard", "freezeasguard/unconstrained"} <= set(rows[rows.metric == "MSGR/C"].defense)
+    # every score of the undefended row's images (not its step −1 reference baselines; the twin adds the
+    # paired ones, MSGR & co.), value for value
+    keys = ["concept", "step", "metric"]
+    none, twin = (rows[(rows.defense == d) & (rows.step >= 0)].set_index(keys).value
+                  for d in ("none", "freezeasguard/unconstrained"))
+    assert len(none) > 0
+    pd.testing.assert_series_equal(none, twin.loc[none.index])
     table = (run_dir / "leaderboard.md").read_text()
     assert "attacked without its constraint" in table and f"| {len(frozen)} | 1 |" in table
 
