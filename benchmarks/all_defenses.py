@@ -1,6 +1,8 @@
 """Every registered defense on the three cards over seeds 0, 1, 2 — the grid of issue [8/10] — and its cost.
 
-Run: ``immunobench run --defense all`` for each card through the runner, all seeds in one run (one
+Run: ``immunobench run --defense all`` for each card through the runner with the grid's attack sweep
+(``grid_sweep``: each card attack's step size at a third and three times its preset, beside the preset,
+so the leaderboard has its worst case over an adaptive attacker), all seeds in one run (one
 store, so a killed or repeated call resumes where it stopped), then copies each run's
 ``results.parquet``, ``leaderboard.md``/``.csv`` and ``manifest.json`` to
 ``benchmarks/results/all_defenses/<task>/``.
@@ -10,7 +12,10 @@ rows × attacks, the constrained defenses' unconstrained twins included) and pri
 measured in committed runs, so the grid's size is a figure before anyone starts it:
 - a cell's attack (with its per-concept "alone" attacks): the median over the cells of the newest
   committed manifest of that card with that attack and group size; free for the unconstrained twin
-  of a defense that releases the start weights (the runner reuses the undefended cell's attack);
+  of a defense that releases the start weights (the runner reuses the undefended cell's attack); each
+  sweep point costs as much again, times the measured price of sampling the selection split during a
+  swept attack (``--measure-sweep``: one undefended cell per card attacked without and with the sweep
+  in one process, ``sweep_cost.json``; lr does not change a step's cost, so the points are priced alike);
 - an immunization: the defense's preset run (``defense_presets/<d>.json``, relearn-style 2c-1, the
   chosen setting, mean over the selection seeds that computed it, else over the settings of the same
   budget), else the newest committed manifest's cells of that defense; for a 3-concept group the
@@ -20,6 +25,7 @@ Seconds are summed over one-thread workers: the wall time on W cores is about to
 from different days differ by up to 2× on this host (docs/performance.md), so the estimate is a
 size, not a promise. Writes ``benchmarks/results/all_defenses/estimate.json``.
 
+    .venv/bin/python benchmarks/all_defenses.py --measure-sweep    # then --estimate
     .venv/bin/python benchmarks/all_defenses.py --estimate
     .venv/bin/python benchmarks/all_defenses.py [--tasks relearn-style ...] [--store DIR] [--device cuda] [--jobs N]
 """
@@ -32,7 +38,8 @@ import statistics
 import time
 from pathlib import Path
 
-from immunobench.plugins import UNCONSTRAINED, defense_plugin, get_defense
+from immunobench.cards import get_card
+from immunobench.plugins import UNCONSTRAINED, defense_plugin, get_attack, get_defense, resolve_config
 from immunobench.progress import Progress
 from immunobench.runner import RunConfig, Runner
 
@@ -43,6 +50,22 @@ SEEDS = (0, 1, 2)
 FREE = {"none": 0.0}  # no immunization stage at all
 SAME_COST = {"random": "mima"}  # the random control runs MIMA itself (defenses/random_control.py)
 START_DEFENSE = "uce"  # the re-learning cards' start model; as a grid row, the same closed-form erasure again
+# The attacker's step size around its preset. A bi-level defense's unroll "implicitly chooses an update
+# style/learning rate" (the course critique of MIMA, shared/seeds/002) and the attack presets were tuned on
+# the undefended model: a defense that only moves the step size at which fine-tuning works is caught by a
+# point on either side. The card's epsilon guard keeps a point that wrecks the others out of the worst case.
+LR_FACTORS = (1 / 3, 3.0)
+SWEEP_COST = OUT / "sweep_cost.json"
+# one undefended cell per card for --measure-sweep; personalization's cheapest attack, its alone attacks included
+SWEEP_PROBES = {"relearn-style": "lora", "personalization": "dreambooth_lora"}
+
+
+def grid_sweep(task: str, model: str = "tiny-sd") -> dict:
+    """The grid's ``attack_sweep``: every attack of the card at its preset lr × ``LR_FACTORS``."""
+    card = get_card(task)
+    return {attack: {"lr": tuple(f"{resolve_config(get_attack(attack), model, card.kind).config.lr * f:.3g}"
+                                 for f in LR_FACTORS)}
+            for attack in card.attacks}
 
 
 def _manifests() -> list[dict]:
@@ -114,14 +137,17 @@ def estimate(tasks, seeds) -> dict:
     manifests = _manifests()
     report = {"date": time.strftime("%Y-%m-%d"), "seeds": list(seeds), "tasks": {}}
     for task in tasks:
-        runner = Runner(RunConfig(task=task, defenses=("all",), seeds=tuple(seeds), out="/tmp/immunobench-estimate"),
-                        Progress(False), log=lambda _: None)
+        parts = {"images": 0.0, "immunize": {}, "attack": {}}
+        sources, unmeasured = {}, set()
+        runner = Runner(RunConfig(task=task, defenses=("all",), seeds=tuple(seeds), out="/tmp/immunobench-estimate",
+                                  attack_sweep=grid_sweep(task)), Progress(False), log=lambda _: None)
+        overhead, sources["sweep"] = _sweep_overhead(task)
+        unmeasured |= {"sweep"} if overhead is None else set()
+        points = {a: len(runner.variants[a]) for a in runner.attacks}
         rows, plugins = runner.defenses, [d for d in runner.defenses if not d.endswith(UNCONSTRAINED)]
         # an unconstrained twin of a release that changes no weight is the undefended cell's attack, reused
         reused = [r for r in rows if r.endswith(UNCONSTRAINED) and get_defense(defense_plugin(r)).releases_start_weights]
         attacked = len(rows) - len(reused)
-        parts = {"images": 0.0, "immunize": {}, "attack": {}}
-        sources, unmeasured = {}, set()
         for group_name in runner.groups:
             size = len(runner.card.group(group_name).targets)
             secs, sources["images"] = _images_seconds(manifests, task)
@@ -133,11 +159,13 @@ def estimate(tasks, seeds) -> dict:
             for attack in runner.attacks:
                 secs, sources[f"attack {attack} ({size}c)"] = _attack_seconds(manifests, task, attack, size)
                 unmeasured |= {f"attack {attack}"} if secs is None else set()
-                parts["attack"][attack] = parts["attack"].get(attack, 0.0) + (secs or 0.0) * len(seeds) * attacked
+                point_secs = (secs or 0.0) * points[attack] * (overhead or 1.0)
+                parts["attack"][attack] = parts["attack"].get(attack, 0.0) + point_secs * len(seeds) * attacked
         total = parts["images"] + sum(parts["immunize"].values()) + sum(parts["attack"].values())
         report["tasks"][task] = {
             "groups": len(runner.groups), "defense_rows": rows, "attacks": runner.attacks, "rows_reusing_none": reused,
-            "cells": len(runner.groups) * len(seeds) * len(rows) * len(runner.attacks),
+            "sweep": {a: [v.label for v in runner.variants[a]] for a in runner.attacks},
+            "cells": len(runner.groups) * len(seeds) * len(rows) * sum(points.values()),
             "immunizations": len(runner.groups) * len(seeds) * len([d for d in plugins if d not in FREE]),
             "seconds": {"images": round(parts["images"]),
                         "immunize": {d: round(s) for d, s in parts["immunize"].items()},
@@ -147,11 +175,54 @@ def estimate(tasks, seeds) -> dict:
     return report
 
 
+def _cell_seconds(cell: dict) -> float:
+    return cell["cost"]["attack"]["seconds"] + cell["cost"].get("attack-alone", {}).get("seconds", 0.0)
+
+
+def measure_sweep(root: Path) -> dict:
+    """Each ``SWEEP_PROBES`` cell (undefended, the card's first group, seed 0, one process) attacked
+    without the sweep, then with it in a fresh store: the swept run's default point also samples the
+    selection split, the other points are the step-size changes."""
+    report = {"date": time.strftime("%Y-%m-%d"), "lr_factors": list(LR_FACTORS), "cells": {}}
+    for task, attack in SWEEP_PROBES.items():
+        group = next(iter(get_card(task).groups))
+        seconds, manifests = {}, {}
+        for label, sweep in (("plain", {}), ("swept", {attack: grid_sweep(task)[attack]})):
+            cfg = RunConfig(task=task, defenses=("none",), attacks=(attack,), groups=(group,), seeds=(0,),
+                            out=str(root / "runs"), store=str(root / task / label), name=f"{task}-{label}",
+                            workers=1, attack_sweep=sweep)
+            m = json.loads((Runner(cfg, Progress()).run() / "manifest.json").read_text())
+            seconds[label] = {c["attack_config"]: round(_cell_seconds(c), 1) for c in m["cells"]}
+            manifests[label] = m
+        swept = seconds["swept"]
+        others = [v for k, v in swept.items() if k != "default"]
+        report["cells"][task] = {
+            "attack": attack, "group": group, "seed": 0, "seconds": seconds,
+            # what sampling the selection split adds to an attack that is swept
+            "selection_overhead": round(swept["default"] / seconds["plain"]["default"], 3),
+            "other_points_vs_default": round(statistics.fmean(others) / swept["default"], 3),
+            "code": manifests["swept"]["code"], "host": manifests["swept"]["host"]}
+    return report
+
+
+def _sweep_overhead(task: str) -> tuple[float | None, str]:
+    """A swept attack's price over a plain one, measured on this card, else on a card of its kind."""
+    path = RESULTS / OUT.name / SWEEP_COST.name
+    if not path.exists():
+        return None, "unmeasured"
+    cells = json.loads(path.read_text())["cells"]
+    kind = get_card(task).kind
+    probe = task if task in cells else next((t for t in cells if get_card(t).kind == kind), None)
+    if probe is None:
+        return None, "unmeasured"
+    return cells[probe]["selection_overhead"], f"{path.relative_to(RESULTS.parent.parent)} ({probe})"
+
+
 def run(tasks, seeds, store: str, runs: str, device: str, jobs: int) -> None:
     for task in tasks:
         started = time.time()
         cfg = RunConfig(task=task, defenses=("all",), seeds=tuple(seeds), out=runs, store=store, name=task,
-                        device=device, workers=jobs)
+                        device=device, workers=jobs, attack_sweep=grid_sweep(task))
         run_dir = Runner(cfg, Progress()).run()
         dest = OUT / task
         dest.mkdir(parents=True, exist_ok=True)
@@ -169,7 +240,17 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--jobs", type=int, default=0, help="worker processes (0: one per core on CPU, one on a GPU)")
     ap.add_argument("--estimate", action="store_true", help="price the grid from committed measurements; run nothing")
+    ap.add_argument("--measure-sweep", action="store_true",
+                    help=f"measure what the grid's sweep adds to an attack → {SWEEP_COST.name}")
     args = ap.parse_args()
+    if args.measure_sweep:
+        report = measure_sweep(Path(args.runs) / "sweep-cost")
+        OUT.mkdir(parents=True, exist_ok=True)
+        SWEEP_COST.write_text(json.dumps(report, indent=1))
+        for task, c in report["cells"].items():
+            print(f"{task} ({c['attack']}): selection overhead ×{c['selection_overhead']}, "
+                  f"other points ×{c['other_points_vs_default']} of the default")
+        return
     if args.estimate:
         report = estimate(args.tasks, args.seeds)
         OUT.mkdir(parents=True, exist_ok=True)

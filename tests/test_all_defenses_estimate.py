@@ -32,6 +32,9 @@ def results(tmp_path, monkeypatch):
         "timings": {"computed": {"images": {"seconds": 30.0}, "start": {"count": 4, "seconds": 2.0}}}}))
     (root / "defense_presets" / "jt.json").write_text(json.dumps({
         "chosen": "x1", "settings": {"x1": {"per_seed": [{"immunize_seconds": 10.0}, {"immunize_seconds": 14.0}]}}}))
+    (root / "all_defenses").mkdir()
+    (root / "all_defenses" / "sweep_cost.json").write_text(json.dumps({"cells": {
+        "relearn-style": {"selection_overhead": 1.5}, "personalization": {"selection_overhead": 1.2}}}))
     monkeypatch.setattr(all_defenses, "RESULTS", root)
     return root
 
@@ -41,12 +44,16 @@ def test_the_price_is_the_cited_costs_over_the_runners_grid(results):
     t = all_defenses.estimate(["relearn-style"], seeds)["tasks"]["relearn-style"]
     rows = t["defense_rows"]
     assert "freezeasguard/unconstrained" in rows and rows[0] == "none"  # the runner's rows, twins included
-    assert t["cells"] == 10 * len(seeds) * len(rows) * 1
+    assert t["sweep"]["lora"] == ["default", "lora[lr=0.000333]", "lora[lr=0.003]"]  # preset 1e-3 × 1/3, × 3
+    assert t["cells"] == 10 * len(seeds) * len(rows) * 3
     s = t["seconds"]
     # 2c: median(10, 32, 20) = 20; 3c: median(40, 50) = 45; every row of every group and seed is a cell,
-    # attacked but for FreezeAsGuard's unconstrained twin, which is the undefended cell's attack
+    # attacked but for FreezeAsGuard's unconstrained twin, which is the undefended cell's attack; three
+    # sweep points, each × the card's measured selection overhead
     assert t["rows_reusing_none"] == ["freezeasguard/unconstrained"]
-    assert s["attack"]["lora"] == round(len(seeds) * (len(rows) - 1) * (5 * 20.0 + 5 * 45.0))
+    assert s["attack"]["lora"] == round(len(seeds) * (len(rows) - 1) * 3 * 1.5 * (5 * 20.0 + 5 * 45.0))
+    assert t["sources"]["sweep"] == "benchmarks/results/all_defenses/sweep_cost.json (relearn-style)"
+    assert all_defenses._sweep_overhead("relearn-object") == (1.5, t["sources"]["sweep"])  # a card of its kind
     assert s["images"] == round(len(seeds) * 10 * 30.0 / 3)  # 30 s over the run's 3 (group, seed) pairs
     # a preset run's mean × size/2; a manifest's median, the other size scaled by size; random = MIMA's cost
     assert s["immunize"]["jt"] == round(len(seeds) * (5 * 12.0 + 5 * 18.0))
@@ -58,3 +65,15 @@ def test_the_price_is_the_cited_costs_over_the_runners_grid(results):
     assert {"immunize gift", "immunize imma", "immunize freezeasguard"} <= set(t["unmeasured"])
     assert s["total"] == s["images"] + sum(s["immunize"].values()) + sum(s["attack"].values())
     assert t["sources"]["immunize jt (2c)"] == "benchmarks/results/defense_presets/jt.json"
+
+
+def test_the_grid_sweeps_every_card_attack_around_its_preset_lr():
+    from immunobench.cards import get_card
+    from immunobench.plugins import get_attack, resolve_config
+
+    for task in all_defenses.TASKS:
+        card, sweep = get_card(task), all_defenses.grid_sweep(task)
+        assert set(sweep) == set(card.attacks)
+        for attack, fields in sweep.items():
+            lr = resolve_config(get_attack(attack), "tiny-sd", card.kind).config.lr
+            assert [float(v) for v in fields["lr"]] == pytest.approx([lr / 3, lr * 3], rel=2e-3)
