@@ -12,10 +12,10 @@ rows × attacks, the constrained defenses' unconstrained twins included) and pri
 measured in committed runs, so the grid's size is a figure before anyone starts it:
 - a cell's attack (with its per-concept "alone" attacks): the median over the cells of the newest
   committed manifest of that card with that attack and group size; free for the unconstrained twin
-  of a defense that releases the start weights (the runner reuses the undefended cell's attack); each
-  sweep point costs as much again, times the measured price of sampling the selection split during a
-  swept attack (``--measure-sweep``: one undefended cell per card attacked without and with the sweep
-  in one process, ``sweep_cost.json``; lr does not change a step's cost, so the points are priced alike);
+  of a defense that releases the start weights (the runner reuses the undefended cell's attack); with
+  the sweep each point costs that times the measured mean swept point over the plain attack, which
+  adds sampling the selection split (``--measure-sweep``: one undefended cell per card kind attacked
+  without and then with the sweep in one process, ``sweep_cost.json``);
 - an immunization: the defense's preset run (``defense_presets/<d>.json``, relearn-style 2c-1, the
   chosen setting, mean over the selection seeds that computed it, else over the settings of the same
   budget), else the newest committed manifest's cells of that defense; for a 3-concept group the
@@ -198,15 +198,21 @@ def measure_sweep(root: Path) -> dict:
         others = [v for k, v in swept.items() if k != "default"]
         report["cells"][task] = {
             "attack": attack, "group": group, "seed": 0, "seconds": seconds,
-            # what sampling the selection split adds to an attack that is swept
+            # what sampling the selection split adds to the same attack, and what the other lr add on top
             "selection_overhead": round(swept["default"] / seconds["plain"]["default"], 3),
             "other_points_vs_default": round(statistics.fmean(others) / swept["default"], 3),
+            "point_vs_plain": _point_vs_plain(seconds),
             "code": manifests["swept"]["code"], "host": manifests["swept"]["host"]}
     return report
 
 
+def _point_vs_plain(seconds: dict) -> float:
+    """A swept point's mean cost over the plain attack's: what the estimate prices each point at."""
+    return round(statistics.fmean(seconds["swept"].values()) / seconds["plain"]["default"], 3)
+
+
 def _sweep_overhead(task: str) -> tuple[float | None, str]:
-    """A swept attack's price over a plain one, measured on this card, else on a card of its kind."""
+    """A swept point's price over a plain attack, measured on this card, else on a card of its kind."""
     path = RESULTS / OUT.name / SWEEP_COST.name
     if not path.exists():
         return None, "unmeasured"
@@ -215,7 +221,7 @@ def _sweep_overhead(task: str) -> tuple[float | None, str]:
     probe = task if task in cells else next((t for t in cells if get_card(t).kind == kind), None)
     if probe is None:
         return None, "unmeasured"
-    return cells[probe]["selection_overhead"], f"{path.relative_to(RESULTS.parent.parent)} ({probe})"
+    return _point_vs_plain(cells[probe]["seconds"]), f"{path.relative_to(RESULTS.parent.parent)} ({probe})"
 
 
 def run(tasks, seeds, store: str, runs: str, device: str, jobs: int) -> None:
@@ -248,8 +254,8 @@ def main() -> None:
         OUT.mkdir(parents=True, exist_ok=True)
         SWEEP_COST.write_text(json.dumps(report, indent=1))
         for task, c in report["cells"].items():
-            print(f"{task} ({c['attack']}): selection overhead ×{c['selection_overhead']}, "
-                  f"other points ×{c['other_points_vs_default']} of the default")
+            print(f"{task} ({c['attack']}): a swept point costs ×{c['point_vs_plain']} the plain attack (selection "
+                  f"sampling ×{c['selection_overhead']}, the other lr ×{c['other_points_vs_default']} of the default)")
         return
     if args.estimate:
         report = estimate(args.tasks, args.seeds)

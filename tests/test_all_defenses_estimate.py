@@ -33,8 +33,9 @@ def results(tmp_path, monkeypatch):
     (root / "defense_presets" / "jt.json").write_text(json.dumps({
         "chosen": "x1", "settings": {"x1": {"per_seed": [{"immunize_seconds": 10.0}, {"immunize_seconds": 14.0}]}}}))
     (root / "all_defenses").mkdir()
-    (root / "all_defenses" / "sweep_cost.json").write_text(json.dumps({"cells": {
-        "relearn-style": {"selection_overhead": 1.5}, "personalization": {"selection_overhead": 1.2}}}))
+    (root / "all_defenses" / "sweep_cost.json").write_text(json.dumps({"cells": {  # swept points: 1.5 × plain
+        "relearn-style": {"seconds": {"plain": {"default": 10.0}, "swept": {"default": 12.0, "a": 15.0, "b": 18.0}}},
+        "personalization": {"seconds": {"plain": {"default": 10.0}, "swept": {"default": 11.0}}}}}))
     monkeypatch.setattr(all_defenses, "RESULTS", root)
     return root
 
@@ -49,7 +50,7 @@ def test_the_price_is_the_cited_costs_over_the_runners_grid(results):
     s = t["seconds"]
     # 2c: median(10, 32, 20) = 20; 3c: median(40, 50) = 45; every row of every group and seed is a cell,
     # attacked but for FreezeAsGuard's unconstrained twin, which is the undefended cell's attack; three
-    # sweep points, each × the card's measured selection overhead
+    # sweep points, each at the measured mean swept point over the plain attack
     assert t["rows_reusing_none"] == ["freezeasguard/unconstrained"]
     assert s["attack"]["lora"] == round(len(seeds) * (len(rows) - 1) * 3 * 1.5 * (5 * 20.0 + 5 * 45.0))
     assert t["sources"]["sweep"] == "benchmarks/results/all_defenses/sweep_cost.json (relearn-style)"
