@@ -57,9 +57,12 @@ def summary_table(df: pd.DataFrame, metric: str, groups: list[str]) -> pd.DataFr
 def _fmt(mean: float, std: float, n: int, digits: int) -> str:
     if pd.isna(mean):
         return "–"
+    text = f"{mean:.{digits}f}"
+    if float(text) == 0:  # a row equal to its baseline reads 0.00, not −0.00 from a −1e-17 difference
+        text = text.removeprefix("-")
     if n >= 2 and not pd.isna(std):
-        return f"{mean:.{digits}f} ± {std:.{digits}f} ({n})"
-    return f"{mean:.{digits}f}"
+        return f"{text} ± {std:.{digits}f} ({n})"
+    return text
 
 
 def accuracy_table(df: pd.DataFrame, metric: str, groups: list[str], concepts: dict[str, list[str]] | None,

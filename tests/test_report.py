@@ -205,3 +205,10 @@ def test_metric_labels_and_best_direction_come_from_the_metric_plugins(monkeypat
     assert "| imma (lora) | LPIPS distance | **10.00** |" in text and "| mima (lora) | LPIPS distance | 30.00 |" in text
     assert "| mima (lora) | CLIP | **30.00** |" in text  # the others keep their own direction
     assert set(tidy[tidy.table == "MSGR"].metric) == {"CLIP", "DINO", "LPIPS distance"}
+
+
+def test_a_zero_difference_reads_as_zero_not_minus_zero():
+    from immunobench.leaderboard.report import _fmt
+
+    assert _fmt(-1e-17, float("nan"), 1, 2) == "0.00" and _fmt(-0.0, 0.0, 3, 2) == "0.00 ± 0.00 (3)"
+    assert _fmt(-0.004, float("nan"), 1, 2) == "0.00" and _fmt(-0.006, float("nan"), 1, 2) == "-0.01"
