@@ -21,6 +21,8 @@ measured in committed runs, so the grid's size is a figure before anyone starts 
   budget), else the newest committed manifest's cells of that defense; for a 3-concept group the
   2c-1 figure × 3/2 (MIMA's measured 3c/2c ratio is 1.42);
 - the reference image sets: the newest manifest's images seconds per (group, seed).
+- not priced: scoring, 3 % of the attacks in the relearn sweep-cost runs (5 s beside 165 s plain; 14 s
+  beside 534 s for the three swept points, the selection split's scores included).
 Seconds are summed over one-thread workers: the wall time on W cores is about total / W. Figures
 from different days differ by up to 2× on this host (docs/performance.md), so the estimate is a
 size, not a promise. Writes ``benchmarks/results/all_defenses/estimate.json``.
