@@ -120,6 +120,7 @@ def test_the_sweep_is_the_product_plus_the_default_and_the_default_is_the_plain_
     assert [(v["config"]["lr"], v["config"]["rank"]) for v in variants] == [(1e-3, 4), (1e-3, 8), (1e-2, 4), (1e-2, 8)]
     # only the three new points were trained; the default point's cell came from the plain run
     assert swept.stats["computed"]["attack"]["count"] == 3
+    assert "before" not in swept.stats["computed"]  # the others before the attack are the model's, drawn once
     plain_cells = json.loads((plain_dir / "manifest.json").read_text())["cells"]
     default_cells = [c for c in manifest["cells"] if c["attack_config"] == "default"]
     assert [c["attack_key"] for c in default_cells] == [c["attack_key"] for c in plain_cells]

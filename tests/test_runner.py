@@ -77,6 +77,8 @@ def test_adding_a_defense_reuses_the_no_defense_cells(finished, small_card):
     more.run()
     computed = more.stats["computed"]
     assert computed["attack"]["count"] == 1 and computed["immunize"]["count"] == 1  # only uce's cell
+    # uce's model draws its others before the attack once; none's came with the stored cells
+    assert computed["before"]["count"] == len(more.card.group(GROUP).others)
     assert "images" not in computed and "start" not in computed
 
 
@@ -347,7 +349,10 @@ def test_a_cards_explicit_others_are_what_is_generated_scored_recorded_and_repor
         # the attack's generations are keyed by typed (step, concept) records
         stored = read_image_sets(runner.store.get(cell["attack_key"]))
         assert set(stored) == ({ImageKey(s, c) for s in runner.checkpoints for c in targets}
-                               | {ImageKey(s, c) for s in (0, runner.report_step) for c in others})
+                               | {ImageKey(runner.report_step, c) for c in others})
+        # the others before the attack: the attacked model's own stage, one per concept
+        before = [read_image_sets(runner.store.get(k)) for k in cell["before_keys"]]
+        assert [set(b) for b in before] == [{ImageKey(0, c)} for c in others]
     acc = results[(results.metric == "acc") & (results.defense == "mima") & (results.step == runner.report_step)]
     mean_others = acc[acc.concept.isin(others)].value.mean()
     star = results[(results.concept == "*") & (results.defense == "mima") & (results.step == runner.report_step)]

@@ -1,0 +1,57 @@
+"""The runner draws a model's others before the attack once (``Runner.before``) and uses them as step 0
+of every attack on that model. That is exact only if no attack has moved, at step 0, anything those
+prompts go through: checked here for every attack, bit for bit, against the model itself."""
+import copy
+from dataclasses import replace
+
+import pytest
+import torch
+
+from immunobench.cards import get_card
+from immunobench.data import ConceptImages, TaskData
+from immunobench.diffusion import sample
+from immunobench.plugins import ATTACKS, Constraints, get_attack
+
+# settings under which one step visibly moves what the others' prompts go through: step 0's equality means
+# something only if the same attack does change those images once it has stepped. Textual Inversion never
+# does (it learns a new token's row only), so for it both steps must equal the model's.
+MOVING = {"lora": {"lr": 1e-2}, "dreambooth": {"lr": 1e-3, "num_class_images": 2}, "dreambooth_lora": {"lr": 1e-2},
+          "full_ft": {"lr": 1e-3}, "textual_inversion": {"lr": 5e-2}, "custom_diffusion": {"lr": 1e-3, "class_images": 2}}
+
+
+@pytest.fixture(scope="module")
+def fast_sd(tiny_sd):
+    model = copy.copy(tiny_sd)
+    model.spec = replace(tiny_sd.spec, sample_steps=3)
+    return model
+
+
+def _group_and_data(attack: str, resolution: int):
+    card = get_card("relearn-style" if attack in ("lora", "full_ft") else "personalization")
+    group = card.group("2c-1")
+    g = torch.Generator().manual_seed(0)
+    data = TaskData(attack={c: ConceptImages(torch.rand(2, 3, resolution, resolution, generator=g) * 2 - 1,
+                                             [group.prompt(c)] * 2) for c in group.targets})
+    return group, data
+
+
+def test_every_attack_is_covered():
+    assert set(MOVING) == set(ATTACKS.names())
+
+
+@pytest.mark.parametrize("attack", sorted(MOVING))
+def test_step_zero_leaves_the_others_as_the_model_draws_them(fast_sd, attack):
+    group, data = _group_and_data(attack, fast_sd.resolution)
+    cls = get_attack(attack)
+    cfg = replace(cls.Config(), batch_size=2, **MOVING[attack])
+    prompts = [prompt for _, prompt in (group.probe(c) for c in group.others[:2])]
+    seeds = [11, 12]
+    model_draws = sample(fast_sd, prompts, seeds)
+    drawn = {}
+    for step, adapted in cls().adapt(fast_sd, group, data, cfg, Constraints(), [0, 1]):
+        drawn[step] = sample(adapted, prompts, seeds)
+    assert torch.equal(drawn[0], model_draws)
+    if attack == "textual_inversion":
+        assert torch.equal(drawn[1], model_draws)
+    else:
+        assert (drawn[1] - model_draws).abs().max() > 0  # the attack does reach these prompts once it steps
