@@ -10,12 +10,14 @@ store, so a killed or repeated call resumes where it stopped), then copies each 
 ``--estimate`` runs nothing: it lists the grid the runner would compute (groups × seeds × defense
 rows × attacks, the constrained defenses' unconstrained twins included) and prices it with costs
 measured in committed runs, so the grid's size is a figure before anyone starts it:
-- a cell's attack (with its per-concept "alone" attacks): the median over the cells of the newest
-  committed manifest of that card with that attack and group size; free for the unconstrained twin
-  of a defense that releases the start weights (the runner reuses the undefended cell's attack); with
-  the sweep each point costs that times the measured mean swept point over the plain attack, which
-  adds sampling the selection split (``--measure-sweep``: one undefended cell per card kind attacked
-  without and then with the sweep in one process, ``sweep_cost.json``);
+- a cell's attack (with its per-concept "alone" attacks and the others' step 0): the median over the
+  cells of the newest committed manifest of that card with that attack and group size; free for the
+  unconstrained twin of a defense that releases the start weights (the runner reuses the undefended
+  cell's attack); with the sweep each point costs that times the measured mean swept point over the
+  plain attack, which adds sampling the selection split and leaves out the others' step 0, now the
+  model's ``before`` stage, priced once per attacked model at its measured share of the plain attack
+  (``--measure-sweep``: one undefended cell per card kind attacked without and then with the sweep in
+  one process, ``sweep_cost.json``);
 - an immunization: the defense's preset run (``defense_presets/<d>.json``, relearn-style 2c-1, the
   chosen setting, mean over the selection seeds that computed it, else over the settings of the same
   budget), else the newest committed manifest's cells of that defense; for a 3-concept group the
@@ -85,11 +87,13 @@ def _task(m: dict) -> str:
 
 
 def _attack_seconds(manifests, task: str, attack: str, size: int) -> tuple[float | None, str]:
+    """A cell's attack as a plain run priced it before the others' step 0 became the model's ``before``
+    stage: older manifests' attack stage held it, newer ones show it as the cell's ``before`` cost."""
     for m in manifests:
         if _task(m) != task:
             continue
-        secs = [c["cost"]["attack"]["seconds"] + c["cost"].get("attack-alone", {}).get("seconds", 0.0)
-                for c in m["cells"] if c["attack"] == attack and len(c["targets"]) == size and "attack" in c["cost"]]
+        secs = [_cell_seconds(c) for c in m["cells"]
+                if c["attack"] == attack and len(c["targets"]) == size and "attack" in c["cost"]]
         if secs:
             return statistics.median(secs), m["_path"]
     return None, "unmeasured"
@@ -139,17 +143,23 @@ def estimate(tasks, seeds) -> dict:
     manifests = _manifests()
     report = {"date": time.strftime("%Y-%m-%d"), "seeds": list(seeds), "tasks": {}}
     for task in tasks:
-        parts = {"images": 0.0, "immunize": {}, "attack": {}}
+        parts = {"images": 0.0, "immunize": {}, "attack": {}, "before": 0.0}
         sources, unmeasured = {}, set()
         runner = Runner(RunConfig(task=task, defenses=("all",), seeds=tuple(seeds), out="/tmp/immunobench-estimate",
                                   attack_sweep=grid_sweep(task)), Progress(False), log=lambda _: None)
-        overhead, sources["sweep"] = _sweep_overhead(task)
-        unmeasured |= {"sweep"} if overhead is None else set()
+        prices, sources["sweep"] = _sweep_prices(task)
+        unmeasured |= {"sweep"} if prices is None else set()
+        point, before_share = (prices["point_vs_plain"], prices["before_vs_plain"]) if prices else (1.0, 0.0)
         points = {a: len(runner.variants[a]) for a in runner.attacks}
         rows, plugins = runner.defenses, [d for d in runner.defenses if not d.endswith(UNCONSTRAINED)]
         # an unconstrained twin of a release that changes no weight is the undefended cell's attack, reused
         reused = [r for r in rows if r.endswith(UNCONSTRAINED) and get_defense(defense_plugin(r)).releases_start_weights]
         attacked = len(rows) - len(reused)
+        # the models attacked per (group, seed), each drawing its others before the attack once: one per
+        # defense but those releasing the start weights, whose model is the undefended one
+        models = len([d for d in plugins if d == "none" or not get_defense(d).releases_start_weights])
+        probe = SWEEP_PROBES.get(task, next((SWEEP_PROBES[t] for t in SWEEP_PROBES
+                                             if get_card(t).kind == runner.card.kind), None))
         for group_name in runner.groups:
             size = len(runner.card.group(group_name).targets)
             secs, sources["images"] = _images_seconds(manifests, task)
@@ -161,9 +171,11 @@ def estimate(tasks, seeds) -> dict:
             for attack in runner.attacks:
                 secs, sources[f"attack {attack} ({size}c)"] = _attack_seconds(manifests, task, attack, size)
                 unmeasured |= {f"attack {attack}"} if secs is None else set()
-                point_secs = (secs or 0.0) * points[attack] * (overhead or 1.0)
+                point_secs = (secs or 0.0) * points[attack] * point
                 parts["attack"][attack] = parts["attack"].get(attack, 0.0) + point_secs * len(seeds) * attacked
-        total = parts["images"] + sum(parts["immunize"].values()) + sum(parts["attack"].values())
+                if attack == probe:
+                    parts["before"] += (secs or 0.0) * before_share * len(seeds) * models
+        total = parts["images"] + sum(parts["immunize"].values()) + sum(parts["attack"].values()) + parts["before"]
         report["tasks"][task] = {
             "groups": len(runner.groups), "defense_rows": rows, "attacks": runner.attacks, "rows_reusing_none": reused,
             "sweep": {a: [v.label for v in runner.variants[a]] for a in runner.attacks},
@@ -171,14 +183,17 @@ def estimate(tasks, seeds) -> dict:
             "immunizations": len(runner.groups) * len(seeds) * len([d for d in plugins if d not in FREE]),
             "seconds": {"images": round(parts["images"]),
                         "immunize": {d: round(s) for d, s in parts["immunize"].items()},
-                        "attack": {a: round(s) for a, s in parts["attack"].items()}, "total": round(total)},
+                        "attack": {a: round(s) for a, s in parts["attack"].items()},
+                        "before": round(parts["before"]), "total": round(total)},
             "core_hours": round(total / 3600, 1), "unmeasured": sorted(unmeasured), "sources": sources}
     report["core_hours"] = round(sum(t["core_hours"] for t in report["tasks"].values()), 1)
     return report
 
 
-def _cell_seconds(cell: dict) -> float:
-    return cell["cost"]["attack"]["seconds"] + cell["cost"].get("attack-alone", {}).get("seconds", 0.0)
+def _cell_seconds(cell: dict, before: bool = True) -> float:
+    cost = cell["cost"]
+    return (cost["attack"]["seconds"] + cost.get("attack-alone", {}).get("seconds", 0.0)
+            + (cost.get("before", {}).get("seconds", 0.0) if before else 0.0))
 
 
 def measure_sweep(root: Path) -> dict:
@@ -188,33 +203,37 @@ def measure_sweep(root: Path) -> dict:
     report = {"date": time.strftime("%Y-%m-%d"), "lr_factors": list(LR_FACTORS), "cells": {}}
     for task, attack in SWEEP_PROBES.items():
         group = next(iter(get_card(task).groups))
-        seconds, manifests = {}, {}
+        seconds, before, manifests = {}, {}, {}
         for label, sweep in (("plain", {}), ("swept", {attack: grid_sweep(task)[attack]})):
             cfg = RunConfig(task=task, defenses=("none",), attacks=(attack,), groups=(group,), seeds=(0,),
                             out=str(root / "runs"), store=str(root / task / label), name=f"{task}-{label}",
                             workers=1, attack_sweep=sweep)
             m = json.loads((Runner(cfg, Progress()).run() / "manifest.json").read_text())
-            seconds[label] = {c["attack_config"]: round(_cell_seconds(c), 1) for c in m["cells"]}
+            seconds[label] = {c["attack_config"]: round(_cell_seconds(c, before=False), 1) for c in m["cells"]}
+            before[label] = round(m["cells"][0]["cost"].get("before", {}).get("seconds", 0.0), 1)  # one per model
             manifests[label] = m
         swept = seconds["swept"]
         others = [v for k, v in swept.items() if k != "default"]
         report["cells"][task] = {
-            "attack": attack, "group": group, "seed": 0, "seconds": seconds,
+            "attack": attack, "group": group, "seed": 0, "seconds": seconds, "before_seconds": before,
             # what sampling the selection split adds to the same attack, and what the other lr add on top
             "selection_overhead": round(swept["default"] / seconds["plain"]["default"], 3),
             "other_points_vs_default": round(statistics.fmean(others) / swept["default"], 3),
-            "point_vs_plain": _point_vs_plain(seconds),
+            **_prices(seconds, before),
             "code": manifests["swept"]["code"], "host": manifests["swept"]["host"]}
     return report
 
 
-def _point_vs_plain(seconds: dict) -> float:
-    """A swept point's mean cost over the plain attack's: what the estimate prices each point at."""
-    return round(statistics.fmean(seconds["swept"].values()) / seconds["plain"]["default"], 3)
+def _prices(seconds: dict, before: dict) -> dict:
+    """Against a plain attack as the manifests price it (attack stage + the others' step 0): a swept point's
+    mean cost (its attack stage only) and the model's ``before`` stage, which its attacks share."""
+    plain = seconds["plain"]["default"] + before["plain"]
+    return {"point_vs_plain": round(statistics.fmean(seconds["swept"].values()) / plain, 3),
+            "before_vs_plain": round(before["plain"] / plain, 3)}
 
 
-def _sweep_overhead(task: str) -> tuple[float | None, str]:
-    """A swept point's price over a plain attack, measured on this card, else on a card of its kind."""
+def _sweep_prices(task: str) -> tuple[dict | None, str]:
+    """``_prices`` measured on this card, else on a card of its kind."""
     path = RESULTS / OUT.name / SWEEP_COST.name
     if not path.exists():
         return None, "unmeasured"
@@ -223,7 +242,8 @@ def _sweep_overhead(task: str) -> tuple[float | None, str]:
     probe = task if task in cells else next((t for t in cells if get_card(t).kind == kind), None)
     if probe is None:
         return None, "unmeasured"
-    return _point_vs_plain(cells[probe]["seconds"]), f"{path.relative_to(RESULTS.parent.parent)} ({probe})"
+    cell = cells[probe]
+    return _prices(cell["seconds"], cell["before_seconds"]), f"{path.relative_to(RESULTS.parent.parent)} ({probe})"
 
 
 def run(tasks, seeds, store: str, runs: str, device: str, jobs: int) -> None:

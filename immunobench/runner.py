@@ -869,7 +869,11 @@ class Runner:
                                                     if self.store.has(k) and not (stage == "immunize" and k == start_key)}
                                                  | ({"attack-alone": _summed_cost([self.store.get(k).meta.get("cost")
                                                                                    for k in alone_keys])}
-                                                    if alone_keys else {})})
+                                                    if alone_keys else {})
+                                                 # shared by the model's attacks: each cell shows what it used
+                                                 | ({"before": _summed_cost([self.store.get(k).meta.get("cost")
+                                                                             for k in self._before_keys[akey]])}
+                                                    if self._before_keys[akey] else {})})
                         rows += [{"task": cfg.task, "group": group_name, "defense": defense, "attack": attack,
                                   "attack_config": variant.label, "seed": seed, "split": "eval", **r} for r in cell_rows]
         return rows
