@@ -40,7 +40,18 @@ def _run(task: str, group: str, seed: int | tuple, store: str, defenses: tuple, 
             merge = art.meta["info"]["merge"]
     return {"seed": seed, "scores": scores, "merge": merge, "report_step": runner.report_step,
             "keys": {stage: runner.keys.get(stage, []) for stage in ("start", "immunize")},
-            "immunize_seconds": runner.stats["computed"].get("immunize", {}).get("seconds")}
+            **_immunize_cost(runner)}
+
+
+def _immunize_cost(runner) -> dict:
+    """The immunizations' seconds as their stages recorded them when computed, so a protocol run resumed
+    through the store keeps its figures; a stage resumed from a loop snapshot says so (its seconds are
+    the tail's only)."""
+    stored = [runner.store.get(k) for k in dict.fromkeys(runner.keys.get("immunize", []))]
+    seconds = [a.meta["cost"]["seconds"] for a in stored if a is not None and "cost" in a.meta]
+    resumed = [a.meta["resumed_at_step"] for a in stored if a is not None and a.meta.get("resumed_at_step")]
+    return {"immunize_seconds": round(sum(seconds), 2) if seconds else None,
+            **({"immunize_resumed_at_step": resumed} if resumed else {})}
 
 
 def sweep(task: str, group: str, store: str, defense: str, settings: dict[str, dict],

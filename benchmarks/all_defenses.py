@@ -111,7 +111,7 @@ def _immunize_seconds(manifests, defense: str, size: int) -> tuple[float | None,
         budget = r["chosen"].split(",", 1)[-1]
         for labels in ([r["chosen"]], [label for label in r["settings"] if label.split(",", 1)[-1] == budget]):
             measured = [p["immunize_seconds"] for label in labels for p in r["settings"][label]["per_seed"]
-                        if p["immunize_seconds"]]
+                        if p["immunize_seconds"] and not p.get("immunize_resumed_at_step")]  # a resumed one: its tail
             if measured:
                 break
         if measured:

@@ -10,8 +10,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import all_defenses  # noqa: E402
 
 
-def _cell(group, size, defense, attack_s, immunize_s=None, alone_s=None):
+def _cell(group, size, defense, attack_s, immunize_s=None, alone_s=None, before_s=None):
     cost = {"attack": {"seconds": attack_s}}
+    if before_s is not None:
+        cost["before"] = {"seconds": before_s}
     if immunize_s is not None:
         cost["immunize"] = {"seconds": immunize_s}
     if alone_s is not None:
@@ -24,7 +26,8 @@ def results(tmp_path, monkeypatch):
     root = tmp_path / "benchmarks" / "results"
     (root / "run").mkdir(parents=True)
     (root / "defense_presets").mkdir()
-    cells = [_cell("2c-1", 2, "none", 10.0), _cell("2c-1", 2, "mima", 30.0, immunize_s=4.0, alone_s=2.0),
+    # the first cell is a newer manifest's: its others' step 0 is the before stage's, beside the attack's
+    cells = [_cell("2c-1", 2, "none", 7.0, before_s=3.0), _cell("2c-1", 2, "mima", 30.0, immunize_s=4.0, alone_s=2.0),
              _cell("2c-2", 2, "mima", 20.0, immunize_s=6.0),
              _cell("3c-1", 3, "none", 40.0), _cell("3c-1", 3, "esd", 50.0, immunize_s=9.0)]
     (root / "run" / "manifest.json").write_text(json.dumps({
@@ -33,9 +36,12 @@ def results(tmp_path, monkeypatch):
     (root / "defense_presets" / "jt.json").write_text(json.dumps({
         "chosen": "x1", "settings": {"x1": {"per_seed": [{"immunize_seconds": 10.0}, {"immunize_seconds": 14.0}]}}}))
     (root / "all_defenses").mkdir()
-    (root / "all_defenses" / "sweep_cost.json").write_text(json.dumps({"cells": {  # swept points: 1.5 × plain
-        "relearn-style": {"seconds": {"plain": {"default": 10.0}, "swept": {"default": 12.0, "a": 15.0, "b": 18.0}}},
-        "personalization": {"seconds": {"plain": {"default": 10.0}, "swept": {"default": 11.0}}}}}))
+    # against the plain attack with its others' step 0 (8 + 2 s): swept points 1.5 ×, the before stage 0.2 ×
+    (root / "all_defenses" / "sweep_cost.json").write_text(json.dumps({"cells": {
+        "relearn-style": {"seconds": {"plain": {"default": 8.0}, "swept": {"default": 12.0, "a": 15.0, "b": 18.0}},
+                          "before_seconds": {"plain": 2.0, "swept": 2.0}},
+        "personalization": {"seconds": {"plain": {"default": 10.0}, "swept": {"default": 11.0}},
+                            "before_seconds": {"plain": 1.0, "swept": 1.0}}}}))
     monkeypatch.setattr(all_defenses, "RESULTS", root)
     return root
 
@@ -54,7 +60,11 @@ def test_the_price_is_the_cited_costs_over_the_runners_grid(results):
     assert t["rows_reusing_none"] == ["freezeasguard/unconstrained"]
     assert s["attack"]["lora"] == round(len(seeds) * (len(rows) - 1) * 3 * 1.5 * (5 * 20.0 + 5 * 45.0))
     assert t["sources"]["sweep"] == "benchmarks/results/all_defenses/sweep_cost.json (relearn-style)"
-    assert all_defenses._sweep_overhead("relearn-object") == (1.5, t["sources"]["sweep"])  # a card of its kind
+    assert all_defenses._sweep_prices("relearn-object") == ({"point_vs_plain": 1.5, "before_vs_plain": 0.2},
+                                                            t["sources"]["sweep"])  # a card of its kind
+    # each attacked model draws its others before the attack once, for all its attacks and points: every
+    # defense's model but FreezeAsGuard's, which is the undefended one (9 of 10)
+    assert s["before"] == round(len(seeds) * 9 * 0.2 * (5 * 20.0 + 5 * 45.0))
     assert s["images"] == round(len(seeds) * 10 * 30.0 / 3)  # 30 s over the run's 3 (group, seed) pairs
     # a preset run's mean × size/2; a manifest's median, the other size scaled by size; random = MIMA's cost
     assert s["immunize"]["jt"] == round(len(seeds) * (5 * 12.0 + 5 * 18.0))
@@ -64,7 +74,7 @@ def test_the_price_is_the_cited_costs_over_the_runners_grid(results):
     assert s["immunize"]["uce"] == round(len(seeds) * 10 * 0.5)  # the start stage's closed-form erasure
     assert s["immunize"]["none"] == 0
     assert {"immunize gift", "immunize imma", "immunize freezeasguard"} <= set(t["unmeasured"])
-    assert s["total"] == s["images"] + sum(s["immunize"].values()) + sum(s["attack"].values())
+    assert s["total"] == s["images"] + sum(s["immunize"].values()) + sum(s["attack"].values()) + s["before"]
     assert t["sources"]["immunize jt (2c)"] == "benchmarks/results/defense_presets/jt.json"
 
 
