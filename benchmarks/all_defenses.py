@@ -18,7 +18,9 @@ measured in committed runs, so the grid's size is a figure before anyone starts 
   model's ``before`` stage, priced once per attacked model at its measured share of the plain attack
   (``--measure-sweep``: one undefended cell per card kind attacked without and then with the sweep in
   one process, ``sweep_cost.json``);
-- an immunization: the defense's preset run (``defense_presets/<d>.json``, relearn-style 2c-1, the
+- an immunization: the newest committed run of the defense at exactly the config the grid gives it
+  (a direct timing of its preset; the median of its cells), else the defense's preset run
+  (``defense_presets/<d>.json``, relearn-style 2c-1, the
   chosen setting, mean over the selection seeds that computed it, else over the settings of the same
   budget), else the newest committed manifest's cells of that defense; for a 3-concept group the
   2c-1 figure × 3/2 (MIMA's measured 3c/2c ratio is 1.42);
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 import shutil
 import statistics
 import time
@@ -99,10 +102,13 @@ def _attack_seconds(manifests, task: str, attack: str, size: int) -> tuple[float
     return None, "unmeasured"
 
 
-def _immunize_seconds(manifests, defense: str, size: int) -> tuple[float | None, str]:
+def _immunize_seconds(manifests, defense: str, size: int, kind: str) -> tuple[float | None, str]:
     defense = SAME_COST.get(defense, defense)
     if defense in FREE:
         return FREE[defense], "no stage"
+    direct = _cells_at_preset(manifests, defense, kind)
+    if direct:
+        return _median_scaled(direct[0], size), direct[1] + " (at its preset)"
     preset = RESULTS / "defense_presets" / f"{defense}.json"
     if preset.exists():
         r = json.loads(preset.read_text())
@@ -126,9 +132,28 @@ def _immunize_seconds(manifests, defense: str, size: int) -> tuple[float | None,
             cells = [c for c in m["cells"] if c["defense"] == defense and "immunize" in c["cost"]
                      and (same_size is False or len(c["targets"]) == size)]
             if cells:
-                return (statistics.median(c["cost"]["immunize"]["seconds"] * size / len(c["targets"]) for c in cells),
-                        m["_path"])
+                return _median_scaled(cells, size), m["_path"]
     return None, "unmeasured"
+
+
+def _median_scaled(cells: list[dict], size: int) -> float:
+    """The cells' median immunization, each scaled to ``size`` targets (the same size where it has them)."""
+    same = [c for c in cells if len(c["targets"]) == size] or cells
+    return statistics.median(c["cost"]["immunize"]["seconds"] * size / len(c["targets"]) for c in same)
+
+
+def _cells_at_preset(manifests, defense: str, kind: str) -> tuple[list[dict], str] | None:
+    """The newest committed run of ``defense`` at exactly the config the grid gives it: a direct timing
+    of the preset, which the protocol's figure (nine settings, timed as they came) may not be."""
+    want = json.loads(json.dumps(asdict(resolve_config(get_defense(defense), "tiny-sd", kind).config), default=str))
+    want.pop("seed", None)  # the runner sets it per seed
+    for m in manifests:
+        config = dict(m.get("resolved", {}).get("plugins", {}).get(defense, {}).get("config") or {})
+        config.pop("seed", None)
+        cells = [c for c in m["cells"] if c["defense"] == defense and "immunize" in c["cost"]]
+        if cells and config == want:
+            return cells, m["_path"]
+    return None
 
 
 def _images_seconds(manifests, task: str) -> tuple[float | None, str]:
@@ -165,7 +190,7 @@ def estimate(tasks, seeds) -> dict:
             secs, sources["images"] = _images_seconds(manifests, task)
             parts["images"] += (secs or 0.0) * len(seeds)
             for d in plugins:
-                secs, sources[f"immunize {d} ({size}c)"] = _immunize_seconds(manifests, d, size)
+                secs, sources[f"immunize {d} ({size}c)"] = _immunize_seconds(manifests, d, size, runner.card.kind)
                 unmeasured |= {f"immunize {d}"} if secs is None else set()
                 parts["immunize"][d] = parts["immunize"].get(d, 0.0) + (secs or 0.0) * len(seeds)
             for attack in runner.attacks:

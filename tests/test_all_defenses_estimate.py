@@ -88,3 +88,22 @@ def test_the_grid_sweeps_every_card_attack_around_its_preset_lr():
         for attack, fields in sweep.items():
             lr = resolve_config(get_attack(attack), "tiny-sd", card.kind).config.lr
             assert [float(v) for v in fields["lr"]] == pytest.approx([lr / 3, lr * 3], rel=2e-3)
+
+
+def test_a_committed_run_at_the_preset_prices_its_defense_before_the_protocols_timing(results):
+    from dataclasses import asdict
+
+    from immunobench.plugins import get_defense, resolve_config
+
+    preset = json.loads(json.dumps(asdict(resolve_config(get_defense("jt"), "tiny-sd", "relearn").config), default=str))
+    for name, config, seconds in (("at-preset", preset, 40.0), ("other", {**preset, "steps": 1}, 99.0)):
+        (results / name).mkdir()
+        (results / name / "manifest.json").write_text(json.dumps({
+            "date": "2026-12-08T00:00:00+0000" if name == "other" else "2026-12-07T12:00:00+0000",
+            "task_card": {"name": "relearn-style"}, "resolved": {"plugins": {"jt": {"config": config}}},
+            "cells": [_cell("2c-1", 2, "jt", 1.0, immunize_s=seconds)], "timings": {"computed": {}}}))
+    manifests = all_defenses._manifests()
+    # the newer run at another config is passed over; the run at the preset beats jt.json's mean (12 s)
+    assert all_defenses._immunize_seconds(manifests, "jt", 2, "relearn") == (
+        40.0, "benchmarks/results/at-preset/manifest.json (at its preset)")
+    assert all_defenses._immunize_seconds(manifests, "jt", 3, "relearn")[0] == 60.0
