@@ -157,11 +157,15 @@ def _cells_at_preset(manifests, defense: str, kind: str) -> tuple[list[dict], st
 
 
 def _images_seconds(manifests, task: str) -> tuple[float | None, str]:
-    for m in manifests:
-        images = m["timings"]["computed"].get("images", {}).get("seconds", 0.0)
-        if _task(m) == task and images:  # a run that found its image sets in the store priced nothing
-            return images / len({(c["group"], c["seed"]) for c in m["cells"]}), m["_path"]
-    return None, "unmeasured"
+    """Per (group, seed), from the run of the card over the most of them: image sets are shared between
+    groups (a concept's references serve every group that scores it), so a one-group run over-prices them."""
+    priced = [m for m in manifests  # a run that found its image sets in the store priced nothing
+              if _task(m) == task and m["timings"]["computed"].get("images", {}).get("seconds", 0.0)]
+    if not priced:
+        return None, "unmeasured"
+    m = max(priced, key=lambda m: len({(c["group"], c["seed"]) for c in m["cells"]}))  # the newest of a tie
+    pairs = len({(c["group"], c["seed"]) for c in m["cells"]})
+    return m["timings"]["computed"]["images"]["seconds"] / pairs, m["_path"]
 
 
 def estimate(tasks, seeds) -> dict:

@@ -101,9 +101,13 @@ def test_a_committed_run_at_the_preset_prices_its_defense_before_the_protocols_t
         (results / name / "manifest.json").write_text(json.dumps({
             "date": "2026-12-08T00:00:00+0000" if name == "other" else "2026-12-07T12:00:00+0000",
             "task_card": {"name": "relearn-style"}, "resolved": {"plugins": {"jt": {"config": config}}},
-            "cells": [_cell("2c-1", 2, "jt", 1.0, immunize_s=seconds)], "timings": {"computed": {}}}))
+            "cells": [_cell("2c-1", 2, "jt", 1.0, immunize_s=seconds)],
+            "timings": {"computed": {"images": {"seconds": 50.0}}}}))
     manifests = all_defenses._manifests()
     # the newer run at another config is passed over; the run at the preset beats jt.json's mean (12 s)
     assert all_defenses._immunize_seconds(manifests, "jt", 2, "relearn") == (
         40.0, "benchmarks/results/at-preset/manifest.json (at its preset)")
     assert all_defenses._immunize_seconds(manifests, "jt", 3, "relearn")[0] == 60.0
+    # image sets are shared between groups: the run over three (group, seed) pairs prices them, not the
+    # newer one-group runs that drew all theirs for one pair
+    assert all_defenses._images_seconds(manifests, "relearn-style") == (10.0, "benchmarks/results/run/manifest.json")
