@@ -25,8 +25,8 @@ measured in committed runs, so the grid's size is a figure before anyone starts 
   budget), else the newest committed manifest's cells of that defense; for a 3-concept group the
   2c-1 figure × 3/2 (MIMA's measured 3c/2c ratio is 1.42);
 - the reference image sets: the newest manifest's images seconds per (group, seed).
-- not priced: scoring, 3 % of the attacks in the relearn sweep-cost runs (5 s beside 165 s plain; 14 s
-  beside 534 s for the three swept points, the selection split's scores included).
+- not priced: scoring, 3 % of the attacks in the relearn sweep-cost runs (5 s beside 157 s plain; 13 s
+  beside 500 s for the three swept points and their before stage, the selection split's scores included).
 Seconds are summed over one-thread workers: the wall time on W cores is about total / W. Figures
 from different days differ by up to 2× on this host (docs/performance.md), so the estimate is a
 size, not a promise. Writes ``benchmarks/results/all_defenses/estimate.json``.
@@ -163,9 +163,11 @@ def _images_seconds(manifests, task: str) -> tuple[float | None, str]:
               if _task(m) == task and m["timings"]["computed"].get("images", {}).get("seconds", 0.0)]
     if not priced:
         return None, "unmeasured"
-    m = max(priced, key=lambda m: len({(c["group"], c["seed"]) for c in m["cells"]}))  # the newest of a tie
-    pairs = len({(c["group"], c["seed"]) for c in m["cells"]})
-    return m["timings"]["computed"]["images"]["seconds"] / pairs, m["_path"]
+    def pairs(m: dict) -> int:
+        return len({(c["group"], c["seed"]) for c in m["cells"]})
+
+    m = max(priced, key=pairs)  # the newest of a tie: ``manifests`` is newest first
+    return m["timings"]["computed"]["images"]["seconds"] / pairs(m), m["_path"]
 
 
 def estimate(tasks, seeds) -> dict:
