@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
+from dataclasses import asdict, is_dataclass
 import shutil
 import statistics
 import time
@@ -145,7 +145,10 @@ def _median_scaled(cells: list[dict], size: int) -> float:
 def _cells_at_preset(manifests, defense: str, kind: str) -> tuple[list[dict], str] | None:
     """The newest committed run of ``defense`` at exactly the config the grid gives it: a direct timing
     of the preset, which the protocol's figure (nine settings, timed as they came) may not be."""
-    want = json.loads(json.dumps(asdict(resolve_config(get_defense(defense), "tiny-sd", kind).config), default=str))
+    config = resolve_config(get_defense(defense), "tiny-sd", kind).config
+    if not is_dataclass(config):  # a plugin without a config dataclass has nothing to compare
+        return None
+    want = json.loads(json.dumps(asdict(config), default=str))
     want.pop("seed", None)  # the runner sets it per seed
     for m in manifests:
         config = dict(m.get("resolved", {}).get("plugins", {}).get(defense, {}).get("config") or {})

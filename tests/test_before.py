@@ -36,7 +36,8 @@ def _group_and_data(attack: str, resolution: int):
 
 
 def test_every_attack_is_covered():
-    assert set(MOVING) == set(ATTACKS.names())
+    shipped = {n for n in ATTACKS.names() if get_attack(n).__module__.startswith("immunobench.attacks.")}
+    assert set(MOVING) == shipped  # (other tests register throwaway attacks in this process)
 
 
 @pytest.mark.parametrize("attack", sorted(MOVING))
