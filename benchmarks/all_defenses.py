@@ -11,7 +11,7 @@ store, so a killed or repeated call resumes where it stopped), then copies each 
 rows × attacks, the constrained defenses' unconstrained twins included) and prices it with costs
 measured in committed runs, so the grid's size is a figure before anyone starts it:
 - a cell's attack (with its per-concept "alone" attacks and the others' step 0): the median over the
-  cells of the newest committed manifest of that card with that attack and group size; free for the
+  cells of the newest committed run of that card without a sweep, with that attack and group size; free for the
   unconstrained twin of a defense that releases the start weights (the runner reuses the undefended
   cell's attack); with the sweep each point costs that times the measured mean swept point over the
   plain attack, which adds sampling the selection split and leaves out the others' step 0, now the
@@ -39,10 +39,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, is_dataclass
 import shutil
 import statistics
 import time
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 from immunobench.cards import get_card
@@ -93,7 +93,7 @@ def _attack_seconds(manifests, task: str, attack: str, size: int) -> tuple[float
     """A cell's attack as a plain run priced it before the others' step 0 became the model's ``before``
     stage: older manifests' attack stage held it, newer ones show it as the cell's ``before`` cost."""
     for m in manifests:
-        if _task(m) != task:
+        if _task(m) != task or m.get("resolved", {}).get("attack_sweep"):  # a swept attack samples more
             continue
         secs = [_cell_seconds(c) for c in m["cells"]
                 if c["attack"] == attack and len(c["targets"]) == size and "attack" in c["cost"]]
@@ -166,6 +166,7 @@ def _images_seconds(manifests, task: str) -> tuple[float | None, str]:
               if _task(m) == task and m["timings"]["computed"].get("images", {}).get("seconds", 0.0)]
     if not priced:
         return None, "unmeasured"
+
     def pairs(m: dict) -> int:
         return len({(c["group"], c["seed"]) for c in m["cells"]})
 

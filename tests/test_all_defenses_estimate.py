@@ -109,6 +109,12 @@ def test_a_committed_run_at_the_preset_prices_its_defense_before_the_protocols_t
     assert all_defenses._immunize_seconds(manifests, "jt", 2, "relearn") == (
         40.0, "benchmarks/results/at-preset/manifest.json (at its preset)")
     assert all_defenses._immunize_seconds(manifests, "jt", 3, "relearn")[0] == 60.0
+    # a plain run prices the attack; a swept run's cells also sample the selection split
+    assert all_defenses._attack_seconds(manifests, "relearn-style", "lora", 2) == (1.0, "benchmarks/results/other/manifest.json")
+    (results / "other" / "manifest.json").write_text(json.dumps({
+        **json.loads((results / "other" / "manifest.json").read_text()), "resolved": {"attack_sweep": {"lora": {}}}}))
+    assert all_defenses._attack_seconds(all_defenses._manifests(), "relearn-style", "lora", 2)[1] == \
+        "benchmarks/results/at-preset/manifest.json"
     # image sets are shared between groups: the run over three (group, seed) pairs prices them, not the
     # newer one-group runs that drew all theirs for one pair
     assert all_defenses._images_seconds(manifests, "relearn-style") == (10.0, "benchmarks/results/run/manifest.json")
