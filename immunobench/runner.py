@@ -613,8 +613,7 @@ class Runner:
                                sampler=self.sampler, images_format=IMAGE_SETS_FORMAT)
 
             def compute(concept=concept, prompt=prompt):
-                x = sample(model, [prompt] * len(eval_seeds), eval_seeds, batch_size=16, **self._sampling)
-                meta, tensors = image_sets_artifact({ImageKey(0, concept): _to_uint8(x)})
+                meta, tensors = image_sets_artifact(self._sample_sets(model, group, 0, [concept], eval_seeds))
                 return {"concept": concept, "prompt": prompt, "eval_seeds": eval_seeds, **meta}, tensors
 
             art = self._ensure("before", key, compute)
