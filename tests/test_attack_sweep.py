@@ -126,6 +126,9 @@ def test_the_sweep_is_the_product_plus_the_default_and_the_default_is_the_plain_
     assert [c["attack_key"] for c in default_cells] == [c["attack_key"] for c in plain_cells]
     results = pd.read_parquet(swept_dir / "results.parquet")
     assert set(results.attack_config) == set(labels) and set(results.split) == {"eval", "selection"}
+    # the default point draws the curves; every other point is measured at its report step alone
+    assert [v.checkpoints for v in swept.variants["lora"]] == [(0, 2), (2,), (2,), (2,)]
+    assert set(results[results.attack_config != "default"].step) == {-1, 2}  # -1: the references' own nn rows
     reported = results[(results.attack_config == "default") & (results.split == "eval")].reset_index(drop=True)
     pd.testing.assert_frame_equal(reported, pd.read_parquet(plain_dir / "results.parquet"))
     # the main tables are the plain run's; the sweep adds its block, naming the chosen point

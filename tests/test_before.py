@@ -1,6 +1,8 @@
-"""The runner draws a model's others before the attack once (``Runner.before``) and uses them as step 0
-of every attack on that model. That is exact only if no attack has moved, at step 0, anything those
-prompts go through: checked here for every attack, bit for bit, against the model itself."""
+"""Two things the runner does not draw, exact only if every attack behaves: it draws a model's others
+before the attack once (``Runner.before``) and uses them as step 0 of every attack on that model, which
+needs that no attack has moved, at step 0, anything those prompts go through; and it measures a sweep's
+non-default points at their report step alone, which needs that sampling at the checkpoints before does
+not change the training. Both checked here for every attack, bit for bit."""
 import copy
 from dataclasses import replace
 
@@ -56,3 +58,19 @@ def test_step_zero_leaves_the_others_as_the_model_draws_them(fast_sd, attack):
         assert torch.equal(drawn[1], model_draws)
     else:
         assert (drawn[1] - model_draws).abs().max() > 0  # the attack does reach these prompts once it steps
+
+
+@pytest.mark.parametrize("attack", sorted(MOVING))
+def test_sampling_at_earlier_checkpoints_leaves_the_report_step_as_it_is(fast_sd, attack):
+    """A sweep point measured at its report step alone draws there what the full curve draws there."""
+    group, data = _group_and_data(attack, fast_sd.resolution)
+    cls = get_attack(attack)
+    cfg = replace(cls.Config(), batch_size=2, **MOVING[attack])
+    prompts = [group.prompt(c) for c in group.targets] + [prompt for _, prompt in (group.probe(c) for c in group.others[:1])]
+    seeds = [11, 12, 13]
+    curve = {step: sample(adapted, prompts, seeds)
+             for step, adapted in cls().adapt(fast_sd, group, data, cfg, Constraints(), [0, 1, 2, 3])}
+    alone = {step: sample(adapted, prompts, seeds)
+             for step, adapted in cls().adapt(fast_sd, group, data, cfg, Constraints(), [3])}
+    assert list(alone) == [3] and torch.equal(alone[3], curve[3])
+    assert (curve[3] - curve[0]).abs().max() > 0  # the attack did train in between
