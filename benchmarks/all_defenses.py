@@ -14,7 +14,8 @@ measured in committed runs, so the grid's size is a figure before anyone starts 
   cells of the newest committed run of that card without a sweep, with that attack and group size; free for the
   unconstrained twin of a defense that releases the start weights (the runner reuses the undefended
   cell's attack); with the sweep each point costs that times the measured mean swept point over the
-  plain attack, which adds sampling the selection split and leaves out the others' step 0, now the
+  plain attack, which adds sampling the selection split, draws a point other than the default at its
+  report step only, and leaves out the others' step 0, now the
   model's ``before`` stage, priced once per attacked model at its measured share of the plain attack
   (``--measure-sweep``: one undefended cell per card kind attacked without and then with the sweep in
   one process, ``sweep_cost.json``);
@@ -25,8 +26,9 @@ measured in committed runs, so the grid's size is a figure before anyone starts 
   budget), else the newest committed manifest's cells of that defense; for a 3-concept group the
   2c-1 figure × 3/2 (MIMA's measured 3c/2c ratio is 1.42);
 - the reference image sets: the newest manifest's images seconds per (group, seed).
-- not priced: scoring, 3 % of the attacks in the relearn sweep-cost runs (5 s beside 157 s plain; 13 s
-  beside 500 s for the three swept points and their before stage, the selection split's scores included).
+- not priced: scoring, 3 % of the attacks in the relearn sweep-cost runs of code 88fd2c4 (5 s beside 157 s
+  plain; 13 s beside 500 s for the three swept points and their before stage, the selection split's scores
+  included).
 Seconds are summed over one-thread workers: the wall time on W cores is about total / W. Figures
 from different days differ by up to 2× on this host (docs/performance.md), so the estimate is a
 size, not a promise. Writes ``benchmarks/results/all_defenses/estimate.json``.
