@@ -1285,18 +1285,24 @@ def key_environment(model: Backbone, device: str) -> dict:
             "torch": torch.__version__, "diffusers": diffusers.__version__}
 
 
-def code_version() -> dict:
+# what a checkout may change without changing the code that ran: measured results and prose
+NOT_CODE = (":(exclude)benchmarks/results", ":(exclude)docs", ":(exclude)*.md")
+
+
+def code_version(root: Path | None = None) -> dict:
+    """The package version and, in a git checkout, its commit and whether tracked code differs from it
+    (``dirty``; an edited result file or document does not count)."""
     import subprocess
 
     from . import __version__
 
-    root = Path(__file__).resolve().parent.parent
+    root = root or Path(__file__).resolve().parent.parent
     info = {"immunobench": __version__}
     try:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
         if head.returncode == 0:
-            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                                   capture_output=True, text=True, timeout=5)
+            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no",
+                                    "--", ".", *NOT_CODE], capture_output=True, text=True, timeout=5)
             info.update(git=head.stdout.strip(), dirty=bool(dirty.stdout.strip()))
     except (OSError, subprocess.SubprocessError):
         pass

@@ -580,3 +580,28 @@ def test_reproduce_reruns_a_cell_in_a_fresh_store_and_catches_a_changed_row(fini
         rerun.loc[row, "value"] += delta
         out = compare(published, rerun, cell["cell"], eval_images=2)  # accuracy: one generation of 2 is 0.5
         assert out["passed"] is passes, (published.loc[row, "metric"], delta, out)
+
+
+def test_code_version_is_dirty_for_edited_code_not_for_edited_results(tmp_path):
+    """A checkout whose measured results or docs changed still ran its commit's code; one whose code changed did not."""
+    import subprocess
+
+    from immunobench.runner import code_version
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    for name in ("immunobench/runner.py", "benchmarks/results/x.json", "docs/a.md", "README.md"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("0")
+    git("init", "-q")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "x", "--allow-empty")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "files")
+    assert code_version(tmp_path)["dirty"] is False
+    for name in ("benchmarks/results/x.json", "docs/a.md", "README.md"):
+        (tmp_path / name).write_text("1")
+    assert code_version(tmp_path)["dirty"] is False
+    (tmp_path / "immunobench/runner.py").write_text("1")
+    info = code_version(tmp_path)
+    assert info["dirty"] is True and len(info["git"]) == 40
