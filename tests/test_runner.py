@@ -595,7 +595,6 @@ def test_code_version_is_dirty_for_edited_code_not_for_edited_results(tmp_path):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("0")
     git("init", "-q")
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "x", "--allow-empty")
     git("add", "-A")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "files")
     assert code_version(tmp_path)["dirty"] is False
