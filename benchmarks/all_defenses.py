@@ -16,7 +16,8 @@ measured in committed runs, so the grid's size is a figure before anyone starts 
   cell's attack); with the sweep each point costs that times the measured mean swept point over the
   plain attack, which adds sampling the selection split, draws a point other than the default at its
   report step only, and leaves out the others' step 0, now the
-  model's ``before`` stage, priced once per attacked model at its measured share of the plain attack
+  model's ``before`` stage, priced once per attacked model at its measured share of the plain attack, and
+  once more for the same draw on the selection seeds (the worst case's before level; as many images)
   (``--measure-sweep``: one undefended cell per card kind attacked without and then with the sweep in
   one process, ``sweep_cost.json``);
 - an immunization: the newest committed run of the defense at exactly the config the grid gives it
@@ -210,8 +211,9 @@ def estimate(tasks, seeds) -> dict:
                 unmeasured |= {f"attack {attack}"} if secs is None else set()
                 point_secs = (secs or 0.0) * points[attack] * point
                 parts["attack"][attack] = parts["attack"].get(attack, 0.0) + point_secs * len(seeds) * attacked
-                if attack == probe:
-                    parts["before"] += (secs or 0.0) * before_share * len(seeds) * models
+                if attack == probe:  # a sweep draws the others before the attack on the selection seeds too
+                    draws = 2 if any(len(v) > 1 for v in runner.variants.values()) else 1
+                    parts["before"] += (secs or 0.0) * before_share * len(seeds) * models * draws
         total = parts["images"] + sum(parts["immunize"].values()) + sum(parts["attack"].values()) + parts["before"]
         report["tasks"][task] = {
             "groups": len(runner.groups), "defense_rows": rows, "attacks": runner.attacks, "rows_reusing_none": reused,

@@ -75,8 +75,9 @@ class Metadata(_Strict):
 
 class WorstCase(_Strict):
     epsilon: float = Field(0.10, ge=0, le=1, description=(
-        "--attack-sweep: a sweep point counts as the worst case only while the others' classifier accuracy stays "
-        "within epsilon (absolute) of the undefended model attacked with the same config"))
+        "--attack-sweep: a sweep point counts as the worst case only while its damage to the others' classifier "
+        "accuracy (before the attack minus after) exceeds by at most epsilon (absolute) its damage to the "
+        "undefended model, with the same config and with the default one"))
 
 
 class TaskCard(_Strict):

@@ -435,7 +435,8 @@ def _show_card(card) -> None:
     attacks = [a if a in ATTACKS else f"{a} [not implemented yet]" for a in card.attacks]
     print(f"attacks: {', '.join(attacks)}; report step {card.report_step}; checkpoints {card.checkpoints}")
     print(f"regularization: {card.regularization.images} images of {card.regularization.prompt!r}")
-    print(f"worst case over an --attack-sweep: others' accuracy within epsilon {card.worst_case.epsilon} of none's")
+    print(f"worst case over an --attack-sweep: the attack's damage to the others' accuracy within epsilon "
+          f"{card.worst_case.epsilon} of its damage to none's")
     print()
     rows = []
     for name in card.groups:

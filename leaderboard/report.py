@@ -403,8 +403,9 @@ def _worst_case_block(results: pd.DataFrame, manifest: dict, label: dict[str, st
     criteria = ", ".join(sorted(set(choices.criterion))) or "–"
     lines = [f"## Worst case over the attack sweep (ε = {sweep['epsilon']:.2f})", "",
              f"Per defense and attack, the sweep point that re-learns the targets best ({criteria}, on the selection "
-             f"split: seeds {seeds}) while the others' accuracy stays within ε of `none` attacked with the same point "
-             "and with the default point (a point that wrecks every model does not count); "
+             f"split: seeds {seeds}) while the attack's damage to the others (their accuracy before the attack "
+             "minus after it) exceeds by at most ε its damage to `none` with the same point and with the default "
+             "point (a point that wrecks every model does not count); "
              "one point for all groups and seeds. Its figures below are from the reported split (MSGR/MRSGR in %), "
              "at its own report step, mean over groups (± std over seeds).", "",
              "| defense (attack) | point | config | step | " + " | ".join(names[m] for m in FIGURES) + " |",
@@ -425,6 +426,12 @@ def _worst_case_block(results: pd.DataFrame, manifest: dict, label: dict[str, st
         if choice.bound == "unchecked":
             notes.append(f"- {choice.defense} ({choice.attack}): the others have no classifier accuracy, so ε "
                          "could not be checked: every point counted")
+    for attack, source in choices.groupby("attack").before.first().items():
+        if source != "selection":
+            notes.append(f"- {attack}: " + (
+                "the others before the attack are the eval split's step 0 (this run's selection split has none)"
+                if source == "eval" else "no step 0: the damage is read as if each defense left the others "
+                "where `none` has them"))
     lines += [""] + (notes + [""] if notes else [])
     tidy = figures.assign(table="worst case", group="mean")
     return lines, tidy.drop(columns=["step"])

@@ -4,6 +4,7 @@ images use seeds disjoint from the reported ones, and the worst case excludes a 
 others even where it re-learns the targets best — on synthetic rows and through the real runner."""
 import copy
 import json
+import math
 import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -75,6 +76,49 @@ def test_ties_go_to_the_earlier_point_and_no_admissible_point_reports_the_defaul
     assert choices.loc["mima", "excluded"] == "default; lora[lr=0.001]; lora[lr=1]"
 
 
+def _before(defense, others, split="selection", seeds=(0, 1)):
+    return [{**r, "step": 0} for r in _rows(defense, "default", math.nan, others, seeds=seeds, split=split)
+            if r["metric"] == "acc/others"]
+
+
+# none: before 0.95, attacked 0.75 (damage 0.20) / 0.85 (0.10) / 0.30 (0.65, a point that wrecks every model);
+# mima costs the others 0.10 by itself (0.85 before any attack), and its attacks do about what they do to none
+OFFSET_ROWS = (_rows("none", "default", 0.9, 0.75) + _rows("none", "lora[lr=0.001]", 0.7, 0.85)
+               + _rows("none", "lora[lr=1]", 1.0, 0.30)
+               + _rows("mima", "default", 0.8, 0.60) + _rows("mima", "lora[lr=0.001]", 0.5, 0.76)
+               + _rows("mima", "lora[lr=1]", 1.0, 0.30))
+
+
+def test_a_defense_that_lowers_the_others_itself_is_judged_by_the_attacks_damage():
+    rows = OFFSET_ROWS + _before("none", 0.95) + _before("mima", 0.85)
+    choices = select_worst_case(pd.DataFrame(rows), POINTS, {}, 0.10).set_index("defense")
+    # mima's default: damage 0.25 ≤ 0.20 + ε, though its others (0.60) are below none's 0.75 − ε
+    assert choices.loc["mima", "config"] == "default" and choices.loc["mima", "excluded"] == "lora[lr=1]"
+    assert choices.loc["mima", "others_before"] == pytest.approx(0.85) and choices.loc["mima", "before"] == "selection"
+    assert choices.loc["mima", "others_reference"] == pytest.approx(0.75 - 0.10)
+    # the same rows judged on absolute levels (no step 0: offset 0) exclude mima's strongest admissible point
+    absolute = select_worst_case(pd.DataFrame(OFFSET_ROWS), POINTS, {}, 0.10).set_index("defense")
+    assert absolute.loc["mima", "config"] == "lora[lr=0.001]" and absolute.loc["mima", "before"] == "none"
+    assert absolute.loc["mima", "excluded"] == "default; lora[lr=1]"
+    # damage beyond ε is still excluded: 0.85 → 0.60 is 0.25, more than none's 0.10 + ε at lr=0.001
+    worse = [{**r, "value": 0.60} if (r["defense"], r["attack_config"], r["metric"]) == ("mima", "lora[lr=0.001]",
+                                                                                           "acc/others") else r
+             for r in rows]
+    choices = select_worst_case(pd.DataFrame(worse), POINTS, {}, 0.10).set_index("defense")
+    assert choices.loc["mima", "excluded"] == "lora[lr=0.001]; lora[lr=1]"
+
+
+def test_the_others_before_the_attack_come_from_the_selection_split_else_the_eval_split():
+    # a run from before the selection split had step 0: the eval split's step 0 gives the offset, marked so
+    older = OFFSET_ROWS + _before("none", 0.95, "eval") + _before("mima", 0.85, "eval")
+    choices = select_worst_case(pd.DataFrame(older), POINTS, {}, 0.10).set_index("defense")
+    assert choices.loc["mima", "config"] == "default" and choices.loc["mima", "before"] == "eval"
+    # with both, the selection split's own step 0 decides (here it says mima left the others alone)
+    both = older + _before("none", 0.95) + _before("mima", 0.95)
+    choices = select_worst_case(pd.DataFrame(both), POINTS, {}, 0.10).set_index("defense")
+    assert choices.loc["mima", "before"] == "selection" and choices.loc["mima", "config"] == "lora[lr=0.001]"
+
+
 def test_without_target_accuracy_the_dino_similarity_to_the_references_decides():
     rows = []
     for defense in ("none", "mima"):
@@ -116,11 +160,12 @@ def test_the_sweep_is_the_product_plus_the_default_and_the_default_is_the_plain_
     # (lr 1e-3, rank 4) is the default point itself: the product's four points are four variants
     assert labels == ["default", "lora[lr=0.001,rank=8]", "lora[lr=0.01,rank=4]", "lora[lr=0.01,rank=8]"]
     manifest = json.loads((swept_dir / "manifest.json").read_text())
+    # the others before the attack are the model's, drawn once: the sweep adds them on the selection seeds only
+    assert swept.stats["computed"]["before"]["count"] == len(manifest["resolved"]["others"][GROUP])
     variants = manifest["resolved"]["attack_sweep"]["variants"]["lora"]
     assert [(v["config"]["lr"], v["config"]["rank"]) for v in variants] == [(1e-3, 4), (1e-3, 8), (1e-2, 4), (1e-2, 8)]
     # only the three new points were trained; the default point's cell came from the plain run
     assert swept.stats["computed"]["attack"]["count"] == 3
-    assert "before" not in swept.stats["computed"]  # the others before the attack are the model's, drawn once
     plain_cells = json.loads((plain_dir / "manifest.json").read_text())["cells"]
     default_cells = [c for c in manifest["cells"] if c["attack_config"] == "default"]
     assert [c["attack_key"] for c in default_cells] == [c["attack_key"] for c in plain_cells]
@@ -173,6 +218,16 @@ def test_selection_images_use_seeds_disjoint_from_the_reported_ones(plain_then_s
         assert not set(attack.meta["eval_seeds"]) & set(selection.meta["seeds"])
         assert selection.meta["step"] == 2 and set(read_image_sets(selection)) == {
             (2, c) for c in [*cell["targets"], *manifest["resolved"]["others"][GROUP]]}
+        # the default point carries the others before the attack, on the selection seeds too
+        before = [store.get(k) for k in cell.get("selection_before_keys", [])]
+        assert bool(before) == (cell["attack_config"] == "default")
+        for stage in before:
+            assert stage.meta["eval_seeds"] == selection.meta["seeds"] and stage.meta["split"] == "selection"
+            assert set(read_image_sets(stage)) == {(0, stage.meta["concept"])}
+    results = pd.read_parquet(swept_dir / "results.parquet")
+    at_0 = results[(results.split == "selection") & (results.step == 0)]
+    assert set(at_0.attack_config) == {"default"} and set(at_0.concept) - {"*"} == set(manifest["resolved"]["others"][GROUP])
+    assert (at_0.metric == "acc/others").any()
     assert manifest["resolved"]["attack_sweep"]["selection_seeds"] == {"0": [20_000, 20_001]}
 
 
@@ -288,3 +343,4 @@ def test_the_worst_case_excludes_a_point_that_wrecks_the_others_end_to_end(small
     assert choices["none"]["config"] == reckless
     table = (run_dir / "leaderboard.md").read_text()
     assert f"| brittle (oracle) | worst case | {strong} |" in table and f"excluded by ε: {reckless}" in table
+    assert choices["brittle"]["before"] == "selection" and "the others before the attack are" not in table

@@ -36,7 +36,8 @@ model's (higher = stronger immunization). **MRSGR** (%) ↑: the other concepts'
 (higher = the rest stays as adaptable). C, D, L: CLIP, DINO and LPIPS (1 − d) similarity to references.
 Accuracy: the judge classifier's on the targets (↓) and the others (↑). Each figure is the mean over the card's
 groups per seed, then the mean over seeds (the `±` columns: std over seeds). Ranked by MRSGR L. A *worst case* row
-repeats the sweep point that re-learned the targets best within ε of the undefended model's others' accuracy.
+repeats the sweep point that re-learned the targets best while costing the others' accuracy at most ε more than it
+costs the undefended model's.
 *reproduced*: cells of the bundle were re-run by `immunobench reproduce` and matched."""
 
 HOW_TO_SUBMIT = """## How to submit a defense
