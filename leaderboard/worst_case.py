@@ -16,8 +16,8 @@ Equivalently acc/others(defense, p) ≥ max(acc/others(none, p), acc/others(none
 where offset = acc/others(defense, step 0) − acc/others(none, step 0) is what the defense itself did to
 the others before any attack (``others_reference`` below is the right side without − ε). The offset
 is why the bound is on the damage: a defense that costs the others accuracy by itself pays for it in
-its own figures (acc on others, MRSGR), and must not also have the attacks that leave its others where
-they were excluded. With the absolute levels alone (the rule until 2026-12-08, offset 0), MIMA's
+its own figures (acc on others, MRSGR); it must not also see the attacks that do it no more harm than
+they do to ``none`` excluded from its worst case. With the absolute levels alone (the rule until 2026-12-08, offset 0), MIMA's
 default point on relearn-style 2c-1 (others 0.646 after the attack, 0.944 before it against none's
 0.972) fell 0.004 short and its weakest point was reported as its worst case. (The first bound alone,
 the issue's wording, admits a point that drives ``none``'s others to 0 as well: measured on tiny-sd,
