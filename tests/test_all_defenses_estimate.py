@@ -63,9 +63,10 @@ def test_the_price_is_the_cited_costs_over_the_runners_grid(results):
     assert all_defenses._sweep_prices("relearn-object") == ({"point_vs_plain": 1.5, "before_vs_plain": 0.2},
                                                             t["sources"]["sweep"])  # a card of its kind
     # each attacked model draws its others before the attack once, for all its attacks and points: every
-    # defense's model but FreezeAsGuard's, which is the undefended one (9 of the 10 shipped)
+    # defense's model but FreezeAsGuard's, which is the undefended one (9 of the 10 shipped); a sweep draws
+    # them on the eval and on the selection seeds (as many images), so twice
     models = len([r for r in rows if not r.endswith("/unconstrained")]) - 1
-    assert s["before"] == round(len(seeds) * models * 0.2 * (5 * 20.0 + 5 * 45.0))
+    assert s["before"] == round(len(seeds) * models * 0.2 * (5 * 20.0 + 5 * 45.0) * 2)
     assert s["images"] == round(len(seeds) * 10 * 30.0 / 3)  # 30 s over the run's 3 (group, seed) pairs
     # a preset run's mean × size/2; a manifest's median, the other size scaled by size; random = MIMA's cost
     assert s["immunize"]["jt"] == round(len(seeds) * (5 * 12.0 + 5 * 18.0))
