@@ -880,17 +880,14 @@ class Runner:
                                                     for stage, k in (("start", start_key), ("immunize", mkey),
                                                                      ("attack", akey))
                                                     if self.store.has(k) and not (stage == "immunize" and k == start_key)}
-                                                 | ({"attack-alone": _summed_cost([self.store.get(k).meta.get("cost")
-                                                                                   for k in alone_keys])}
-                                                    if alone_keys else {})
-                                                 # shared by the model's attacks: each cell shows what it used
-                                                 | ({"before": _summed_cost([self.store.get(k).meta.get("cost")
-                                                                             for k in self._before_keys[akey]])}
-                                                    if self._before_keys[akey] else {})
-                                                 | ({"before-selection": _summed_cost(
-                                                     [self.store.get(k).meta.get("cost")
-                                                      for k in self._selection_before_keys[akey]])}
-                                                    if akey in self._selection_before_keys else {})})
+                                                 # the befores are shared by the model's attacks: each cell shows
+                                                 # what it used
+                                                 | {stage: _summed_cost([self.store.get(k).meta.get("cost") for k in keys])
+                                                    for stage, keys in (("attack-alone", alone_keys),
+                                                                        ("before", self._before_keys[akey]),
+                                                                        ("before-selection",
+                                                                         self._selection_before_keys.get(akey, [])))
+                                                    if keys}})
                         rows += [{"task": cfg.task, "group": group_name, "defense": defense, "attack": attack,
                                   "attack_config": variant.label, "seed": seed, "split": "eval", **r} for r in cell_rows]
         return rows
