@@ -18,10 +18,11 @@ the others before any attack (``others_reference`` below is the right side witho
 is why the bound is on the damage: a defense that costs the others accuracy by itself pays for it in
 its own figures (acc on others, MRSGR); it must not also see the attacks that do it no more harm than
 they do to ``none`` excluded from its worst case. With the absolute levels alone (the rule until
-2026-12-08, offset 0), MIMA's default point on relearn-style 2c-1 (others 0.646 after the attack, 0.944 before it against none's
-0.972) fell 0.004 short and its weakest point was reported as its worst case. (The first bound alone,
-the issue's wording, admits a point that drives ``none``'s others to 0 as well: measured on tiny-sd,
-LoRA at lr 0.1 did, and came out as MIMA's "worst case" with the others at 0.)
+2026-12-08, offset 0), MIMA's default point on relearn-style 2c-1 (others 0.646 after the attack,
+0.944 before it against none's 0.972) fell 0.004 short and its weakest point was reported as its
+worst case. (The first bound alone, the issue's wording, admits a point that drives ``none``'s others
+to 0 as well: measured on tiny-sd, LoRA at lr 0.1 did, and came out as MIMA's "worst case" with the
+others at 0.)
 
 Re-learning is the judge classifier's accuracy on the targets (``acc/targets``) where the judge
 classifies them (the re-learning cards); where it cannot (personalization instances) it is the mean
